@@ -1,0 +1,294 @@
+"""Typed configuration: the TRM architecture config, YAML loading and dotted overrides.
+
+One loader and one validator for every config in the project (architecture, training, Kaggle runs):
+
+- configs are plain `@dataclass`es; `from_dict(Cls, data, source)` checks every key and type and raises
+  `ConfigError` naming the key and the file it came from;
+- `apply_overrides(data, ["arch.L_cycles=4", "+run_name=x", 'data_paths="[a,b]"'])` applies the dotted
+  overrides the upstream seeds type (Hydra syntax, without Hydra): a leading `+` is accepted and ignored,
+  values are parsed as YAML (with `1e-4` read as a float, as Hydra does).
+
+`ArchConfig` keeps upstream's field names so upstream `all_config.yaml` files and command lines map 1:1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key and where it came from."""
+
+
+@dataclass
+class ArchConfig:
+    """The TRM architecture (upstream `TinyRecursiveReasoningModel_ACTV1Config` field names).
+
+    Shape settings can be read back from a state_dict; the "shape-free" ones below the marker cannot, which is
+    why our checkpoints store this whole object beside the weights.
+    """
+
+    # --- shapes (recoverable from weights) -----------------------------------------------------------------
+    hidden_size: int = 512
+    num_heads: int = 8
+    expansion: float = 4.0  # SwiGLU width = multiple_of_256(round(expansion * hidden * 2/3)) -> 1536 for 512
+    L_layers: int = 2
+    H_layers: int = 0  # ignored by TRM (one shared L_level network); accepted because upstream configs carry it
+    vocab_size: int = 12  # PAD 0, EOS 1, colours 2..11
+    seq_len: int = 900  # canvas**2; 900 = 30x30 for every published checkpoint
+    num_puzzle_identifiers: int = 1
+    puzzle_emb_ndim: int = 512  # 0 disables the puzzle embedding
+    pos_encodings: str = "rope"  # "rope" | "learned" | "none"
+    mlp_t: bool = False  # MLP-mixer over the sequence instead of attention (upstream's Sudoku variant)
+    # --- shape-free (NOT recoverable from weights; upstream README ARC runs: 16 / 4, Trelis fork: 1 / 4) ---
+    puzzle_emb_len: int = 16  # prefix positions; 0 = ceil(puzzle_emb_ndim / hidden_size)
+    H_cycles: int = 3
+    L_cycles: int = 4
+    halt_max_steps: int = 16
+    halt_max_steps_eval: int | None = None  # None = halt_max_steps (upstream always runs 16 steps at eval)
+    halt_exploration_prob: float = 0.1
+    no_ACT_continue: bool = True
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    # "auto" = bfloat16 on CUDA, float32 on CPU (bf16 matmuls are ~9x slower on CPU); or an explicit dtype name.
+    forward_dtype: str = "auto"
+    puzzle_emb_dropout: float = 0.0  # fork: drop a row's whole puzzle embedding (training only)
+    grid_token_dropout: float = 0.0  # fork: dropout on token embeddings (training only)
+    # --- loss ---------------------------------------------------------------------------------------------
+    loss_type: str = "stablemax_cross_entropy"  # or "softmax_cross_entropy"
+    loss_dtype: str = "float32"  # "float64" reproduces upstream bit-for-bit; fp32 is ample for 12 classes
+
+    def __post_init__(self) -> None:
+        check_arch(self)
+
+    @property
+    def prefix_len(self) -> int:
+        """Number of puzzle-embedding prefix positions in front of the grid."""
+        if self.puzzle_emb_len == 0:
+            return -(self.puzzle_emb_ndim // -self.hidden_size)
+        return self.puzzle_emb_len
+
+    @property
+    def eval_steps(self) -> int:
+        return self.halt_max_steps_eval or self.halt_max_steps
+
+
+# Settings that do not change any tensor shape: a foreign checkpoint cannot tell us these.
+SHAPE_FREE_SETTINGS = ("puzzle_emb_len", "H_cycles", "L_cycles", "halt_max_steps")
+
+
+def check_arch(cfg: ArchConfig) -> None:
+    """Validate value ranges (types are checked by `from_dict`)."""
+    positive = ("hidden_size", "num_heads", "L_layers", "vocab_size", "seq_len", "num_puzzle_identifiers",
+                "H_cycles", "L_cycles", "halt_max_steps")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"arch.{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.hidden_size % cfg.num_heads:
+        raise ConfigError(f"arch.hidden_size ({cfg.hidden_size}) must be divisible by arch.num_heads ({cfg.num_heads})")
+    if cfg.puzzle_emb_ndim < 0 or cfg.puzzle_emb_len < 0:
+        raise ConfigError("arch.puzzle_emb_ndim and arch.puzzle_emb_len must be >= 0")
+    if cfg.puzzle_emb_ndim > cfg.prefix_len * cfg.hidden_size:
+        raise ConfigError(f"arch.puzzle_emb_ndim ({cfg.puzzle_emb_ndim}) does not fit in puzzle_emb_len "
+                          f"({cfg.puzzle_emb_len}) x hidden_size ({cfg.hidden_size})")
+    if cfg.pos_encodings not in ("rope", "learned", "none"):
+        raise ConfigError(f"arch.pos_encodings must be rope, learned or none, got {cfg.pos_encodings!r}")
+    if cfg.loss_type not in ("stablemax_cross_entropy", "softmax_cross_entropy"):
+        raise ConfigError(f"arch.loss_type must be stablemax_cross_entropy or softmax_cross_entropy, got {cfg.loss_type!r}")
+    if cfg.loss_dtype not in ("float32", "float64"):
+        raise ConfigError(f"arch.loss_dtype must be float32 or float64, got {cfg.loss_dtype!r}")
+    if cfg.forward_dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"arch.forward_dtype must be auto, float32, bfloat16 or float16, got {cfg.forward_dtype!r}")
+    if cfg.halt_max_steps_eval is not None and cfg.halt_max_steps_eval < 1:
+        raise ConfigError(f"arch.halt_max_steps_eval must be >= 1 or null, got {cfg.halt_max_steps_eval}")
+    if not 0.0 <= cfg.halt_exploration_prob <= 1.0:
+        raise ConfigError(f"arch.halt_exploration_prob must be in [0, 1], got {cfg.halt_exploration_prob}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Generic dataclass <-> dict with type checking
+# ----------------------------------------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; return it (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (arg,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported config type {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: dict, source: str = "config") -> Any:
+    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types with the key's full name."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        close = {k: [n for n in names if n.lower() == k.lower() or n.replace("_", "") == k.replace("_", "")]
+                 for k in unknown}
+        hint = "; ".join(f"did you mean {close[k][0]!r} for {k!r}?" for k in unknown if close[k])
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)}"
+                          f"{' (' + hint + ')' if hint else ''}; known keys: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], f"{source}: {k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def to_dict(obj: Any) -> dict:
+    """A dataclass as a plain dict of YAML-safe values."""
+    return dataclasses.asdict(obj)
+
+
+def arch_from_dict(data: dict, source: str = "arch") -> ArchConfig:
+    return from_dict(ArchConfig, data, source)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# YAML files and overrides
+# ----------------------------------------------------------------------------------------------------------
+
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value like Hydra: YAML, except that `1e-4` is a float (PyYAML reads it as a string)."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        inner = text[1:-1]
+        if inner.startswith("[") or inner.startswith("{"):
+            return parse_value(inner)
+        return inner
+    if _FLOAT_RE.match(text) and not re.match(r"^[-+]?\d+$", text):
+        return float(text)
+    if text.startswith("[") and text.endswith("]"):
+        body = text[1:-1].strip()
+        if not body:
+            return []
+        try:
+            loaded = yaml.safe_load(text)
+            if isinstance(loaded, list):
+                return [parse_value(str(v)) if isinstance(v, str) else v for v in loaded]
+        except yaml.YAMLError:
+            pass
+        return [parse_value(p) for p in body.split(",")]
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str = "command line") -> dict:
+    """Apply `key=value` / `a.b=value` / `+key=value` overrides to a nested dict (in place, also returned)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{source}: override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        key = key.strip().lstrip("+")
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"{source}: override {item!r} has an empty key")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = parse_value(value)
+    return data
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, with an error naming the file."""
+    path = Path(path)
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def save_yaml(data: Any, path: str | Path) -> None:
+    """Write `data` (a dict or dataclass) as YAML atomically."""
+    from trm_core.utils import atomic_write_text
+
+    if dataclasses.is_dataclass(data):
+        data = to_dict(data)
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def swiglu_width(hidden: int, expansion: float) -> int:
+    """Upstream's SwiGLU sizing: round(expansion * hidden * 2/3) rounded up to a multiple of 256."""
+    inter = round(expansion * hidden * 2 / 3)
+    return int(math.ceil(inter / 256) * 256)
+
+
+__all__ = ["ArchConfig", "ConfigError", "SHAPE_FREE_SETTINGS", "apply_overrides", "arch_from_dict", "check_arch",
+           "from_dict", "load_yaml", "parse_value", "save_yaml", "swiglu_width", "to_dict"]

@@ -1,0 +1,119 @@
+"""Small shared helpers: atomic file writes, seeding, dtype resolution, a dependency-free progress bar."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], Any]) -> Path:
+    """Write a file atomically: `write(f)` into a temp file in the same folder, fsync, then `os.replace`.
+
+    A crash (or SIGKILL) mid-write leaves the previous file intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA) from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
+    """Map a config dtype name to a torch dtype; "auto" is bfloat16 on CUDA and float32 elsewhere."""
+    device = torch.device(device)
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+            "float64": torch.float64}[name]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+class Progress:
+    """A minimal progress bar on stderr with rate and time left (no tqdm dependency).
+
+    Prints in place on a TTY; elsewhere (logs, CI) one line every `log_every_s` seconds.
+    """
+
+    def __init__(self, total: int | None, desc: str = "", unit: str = "it", enabled: bool = True,
+                 log_every_s: float = 10.0, stream=None) -> None:
+        self.total, self.desc, self.unit, self.enabled = total, desc, unit, enabled
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.n, self.start, self.last_print = 0, time.perf_counter(), 0.0
+        self.log_every_s = log_every_s if not self.tty else 0.2
+        self.postfix = ""
+
+    def update(self, n: int = 1, postfix: str | None = None) -> None:
+        self.n += n
+        if postfix is not None:
+            self.postfix = postfix
+        now = time.perf_counter()
+        if self.enabled and (now - self.last_print >= self.log_every_s or (self.total and self.n >= self.total)):
+            self.last_print = now
+            self._print(now)
+
+    def _print(self, now: float) -> None:
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.n / elapsed
+        if self.total:
+            left = (self.total - self.n) / rate if rate > 0 else float("inf")
+            text = (f"{self.desc} {self.n}/{self.total} ({100 * self.n / self.total:.0f}%) "
+                    f"{rate:.2f} {self.unit}/s, {format_seconds(elapsed)} elapsed, {format_seconds(left)} left")
+        else:
+            text = f"{self.desc} {self.n} {self.unit} {rate:.2f} {self.unit}/s, {format_seconds(elapsed)} elapsed"
+        if self.postfix:
+            text += f" | {self.postfix}"
+        self.stream.write(("\r" + text + "\033[K") if self.tty else (text + "\n"))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._print(time.perf_counter())
+            if self.tty:
+                self.stream.write("\n")
+                self.stream.flush()
+
+
+def format_seconds(s: float) -> str:
+    if s != s or s == float("inf"):
+        return "?"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
