@@ -289,6 +289,7 @@ def test_predict_matches_the_act_wrapper_in_eval_mode():
 
 
 def test_forward_dtype_auto_is_float32_on_cpu_and_bfloat16_is_selectable():
+    torch.manual_seed(0)
     cfg = tiny_arch(forward_dtype="auto")
     model = build_model(cfg)
     assert model.forward_dtype(torch.device("cpu")) == torch.float32
@@ -298,7 +299,8 @@ def test_forward_dtype_auto_is_float32_on_cpu_and_bfloat16_is_selectable():
     batch = make_batch(cfg)
     a = predict(model, batch["inputs"], batch["puzzle_identifiers"])["logits"]
     b = predict(bf, batch["inputs"], batch["puzzle_identifiers"])["logits"]
-    assert (a - b).abs().max().item() < 0.25  # same function, bf16 rounding
+    assert b.dtype == torch.float32  # predict returns fp32 logits whatever the forward dtype
+    assert ((a - b).norm() / a.norm()).item() < 0.1  # same function up to bf16 rounding (~3% here)
 
 
 @requires_cuda
