@@ -1,0 +1,190 @@
+"""The dataset builder (trm_core.data.build) on real tasks: layout, routing, exact decoding, determinism."""
+
+import json
+
+import numpy as np
+import pytest
+from _data_helpers import ARC_DIR, ARC_PREFIX, BAD_DIR, build_small, load_split, write_subset
+
+from trm_core.data.arc import load_tasks
+from trm_core.data.augment import crop_tokens, grid_to_tokens, invert_aug, parse_aug_name
+from trm_core.data.build import build_dataset, main, subset_name_of
+
+FILES = ["identifiers.json", "test_puzzles.json"] + [
+    f"{split}/{name}" for split in ("train", "test") for name in
+    ("dataset.json", "all__inputs.npy", "all__labels.npy", "all__puzzle_identifiers.npy",
+     "all__puzzle_indices.npy", "all__group_indices.npy")]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("built")
+    return out, build_small(out)
+
+
+def test_writes_upstreams_layout_with_its_dtypes_and_metadata(built):
+    out, summary = built
+    assert all((out / f).is_file() for f in FILES)
+    for split in ("train", "test"):
+        a = load_split(out, split)
+        assert a["inputs"].dtype == np.uint8 and a["inputs"].shape[1] == 900
+        assert a["labels"].shape == a["inputs"].shape
+        assert a["puzzle_identifiers"].dtype == np.int32
+        assert a["puzzle_indices"].dtype == np.int32 and a["group_indices"].dtype == np.int32
+        assert a["puzzle_indices"][0] == 0 and a["puzzle_indices"][-1] == len(a["inputs"])
+        assert a["group_indices"][-1] == len(a["puzzle_identifiers"])
+        meta = json.loads((out / split / "dataset.json").read_text())
+        assert meta == {"pad_id": 0, "ignore_label_id": 0, "blank_identifier_id": 0, "vocab_size": 12,
+                        "seq_len": 900, "num_puzzle_identifiers": summary["num_puzzle_identifiers"],
+                        "total_groups": 23, "mean_puzzle_examples": meta["mean_puzzle_examples"],
+                        "total_puzzles": len(a["puzzle_identifiers"]), "sets": ["all"], "canvas_size": 30}
+        assert meta["mean_puzzle_examples"] == pytest.approx(len(a["inputs"]) / meta["total_puzzles"])
+    # 23 tasks x (original + 4 augmentations), unless a task has too few distinct augmentations.
+    assert summary["train"]["puzzles"] == 115 and summary["num_puzzle_identifiers"] == 116
+
+
+def test_rebuild_is_byte_identical_and_independent_of_chunk_size(built, tmp_path):
+    out, _ = built
+    build_small(tmp_path / "again", chunk_rows=7)
+    for f in FILES:
+        assert (out / f).read_bytes() == (tmp_path / "again" / f).read_bytes(), f
+    build_small(tmp_path / "other_seed", seed=43)
+    f = "train/all__inputs.npy"
+    assert (out / f).read_bytes() != (tmp_path / "other_seed" / f).read_bytes()
+
+
+def _decode(tokens: np.ndarray) -> np.ndarray:
+    """Crop a grid placed anywhere on the canvas, checking that its tokens are exactly upstream's encoding.
+
+    The grid's top-left corner is its first colour cell; shifting it back to (0, 0) lets upstream's crop apply.
+    """
+    t = tokens.reshape(30, 30)
+    r, c = (int(x.min()) for x in np.nonzero(t >= 2))
+    shifted = np.zeros_like(t)
+    shifted[: 30 - r, : 30 - c] = t[r:, c:]
+    grid = crop_tokens(shifted.reshape(-1))
+    assert np.array_equal(grid_to_tokens(grid, offset=(r, c)), tokens)  # EOS marks included
+    return grid
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_decoding_every_example_with_its_puzzles_inverse_gives_the_original_pair(built, split):
+    out, _ = built
+    names = json.loads((out / "identifiers.json").read_text())
+    tasks, _ = load_tasks(ARC_DIR / "arc-agi_manual_evaluation_challenges.json.gz",
+                          ARC_DIR / "arc-agi_manual_evaluation_solutions.json.gz")
+    a = load_split(out, split)
+    for p, pid in enumerate(a["puzzle_identifiers"]):
+        task_id, tid, perm = parse_aug_name(names[pid])
+        task = tasks[task_id]
+        pairs = task.train if split == "train" else list(zip(task.test_inputs, task.test_outputs))
+        rows = range(a["puzzle_indices"][p], a["puzzle_indices"][p + 1])
+        assert len(rows) == len(pairs)
+        for row, (inp, outp) in zip(rows, pairs):
+            assert np.array_equal(invert_aug(_decode(a["inputs"][row]), tid, perm), inp)
+            assert np.array_equal(invert_aug(_decode(a["labels"][row]), tid, perm), outp)
+    if split == "test":  # never translated
+        assert (a["inputs"].reshape(-1, 30, 30)[:, 0, 0] >= 2).all()
+
+
+def test_train_rows_are_translated_except_one_pair_per_puzzle(built):
+    out, _ = built
+    a = load_split(out, "train")
+    at_origin = a["inputs"].reshape(-1, 30, 30)[:, 0, 0] >= 2
+    per_puzzle = np.add.reduceat(at_origin, a["puzzle_indices"][:-1])
+    assert (per_puzzle >= 1).all() and at_origin.mean() < 0.9
+
+
+def test_augmented_puzzles_of_a_task_are_distinct(built):
+    out, _ = built
+    a = load_split(out, "test")  # untranslated: identical puzzles would give identical rows
+    g = a["group_indices"]
+    for k in range(len(g) - 1):
+        rows = a["puzzle_indices"][g[k]: g[k + 1] + 1]
+        blobs = {a["inputs"][lo:hi].tobytes() + a["labels"][lo:hi].tobytes() for lo, hi in zip(rows, rows[1:])}
+        assert len(blobs) == g[k + 1] - g[k]
+
+
+def test_identifiers_json_names_every_puzzle_and_starts_with_blank(built):
+    out, _ = built
+    names = json.loads((out / "identifiers.json").read_text())
+    a = load_split(out, "train")
+    assert names[0] == "<blank>" and len(names) == 116
+    assert np.array_equal(a["puzzle_identifiers"], np.arange(1, 116))
+    originals = [names[i] for i in a["puzzle_identifiers"][a["group_indices"][:-1]]]
+    assert all("|||" not in n for n in originals)
+    assert np.array_equal(load_split(out, "test")["puzzle_identifiers"], a["puzzle_identifiers"])
+
+
+def test_routing_follows_the_fork(tmp_path):
+    prefix = tmp_path / "x"
+    write_subset(prefix, "a", "evaluation2", 3)
+    write_subset(prefix, "b", "concept", 2)
+    write_subset(prefix, "c", "training2", 2)
+    s = build_dataset(str(prefix), tmp_path / "out", ["a", "b", "c"], test_set_names=["a"],
+                      train_only_subsets=["c"], num_aug=2, progress=False)
+    tasks = {sub: load_tasks(f"{prefix}_{sub}_challenges.json")[0] for sub in "abc"}
+    n_train = sum(len(t.train) for t in tasks["a"].values())
+    n_train += sum(len(t.train) + len(t.test_inputs) for sub in "bc" for t in tasks[sub].values())
+    assert s["train"]["examples"] == 3 * n_train  # original + 2 augmentations of each
+    assert s["test"]["groups"] == 3
+    assert list(json.loads((tmp_path / "out" / "test_puzzles.json").read_text())) == list(tasks["a"])
+    # No test set named: every subset but the train-only one sends its test pairs to test/.
+    s = build_dataset(str(prefix), tmp_path / "out2", ["a", "b", "c"], train_only_subsets=["c"], num_aug=0,
+                      progress=False)
+    assert s["test"]["groups"] == 5
+
+
+def test_kaggle_file_without_solutions_gets_dummy_labels_via_challenges_flag(tmp_path):
+    write_subset(tmp_path / "arc-agi", "test", "test", 3, with_solutions=False)
+    ch = tmp_path / "arc-agi_test_challenges.json"
+    assert subset_name_of(ch) == "test" and subset_name_of("a/arc-agi_manual_evaluation_challenges.json.gz") == \
+        "manual_evaluation"
+    assert main(["--challenges", str(ch), "--num-aug", "2", "--output-dir", str(tmp_path / "out"),
+                 "--no-progress"]) == 0
+    puzzles = json.loads((tmp_path / "out" / "test_puzzles.json").read_text())
+    assert len(puzzles) == 3 and all(p["output"] == [[0]] for t in puzzles.values() for p in t["test"])
+    assert (load_split(tmp_path / "out", "test")["labels"][:, 0] == 2).all()  # colour 0 at (0, 0)
+
+
+def test_test_pairs_without_solutions_never_become_training_labels(tmp_path):
+    write_subset(tmp_path / "k", "hidden", "test", 2, with_solutions=False)
+    write_subset(tmp_path / "k", "ev", "evaluation2", 2)
+    s = build_dataset(str(tmp_path / "k"), tmp_path / "out", ["hidden", "ev"], test_set_names=["ev"], num_aug=0,
+                      progress=False)
+    assert s["test_pairs_without_solution_dropped_from_train"] > 0
+
+
+def test_skip_invalid_builds_the_valid_tasks(tmp_path, capsys):
+    src = BAD_DIR / "ragged_rows_challenges.json"
+    args = ["--challenges", str(src), "--num-aug", "1", "--output-dir", str(tmp_path / "o"), "--no-progress"]
+    assert main(args) == 2
+    assert "task 00576224: train[1].output: row 3 has 4 cells" in capsys.readouterr().err
+    assert main(args + ["--skip-invalid"]) == 0
+    assert "skipped: ragged_rows_challenges.json: task 00576224" in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "train" / "dataset.json").read_text())["total_groups"] == 1
+
+
+def test_small_canvas_skips_tasks_that_do_not_fit(tmp_path):
+    s = build_small(tmp_path / "c12", canvas_size=12, num_aug=1)
+    meta = json.loads((tmp_path / "c12" / "train" / "dataset.json").read_text())
+    assert meta["seq_len"] == 144 and meta["canvas_size"] == 12
+    assert 0 < meta["total_groups"] < 23 and len(s["problems"]) == 23 - meta["total_groups"]
+    assert load_split(tmp_path / "c12", "train")["inputs"].shape[1] == 144
+
+
+def test_bad_flags_raise_value_errors_naming_the_value(tmp_path):
+    with pytest.raises(ValueError, match=r"test_set_names \['evaluation2'\] are not among subsets"):
+        build_dataset(ARC_PREFIX, tmp_path, ["manual_evaluation"], test_set_names=["evaluation2"])
+    with pytest.raises(ValueError, match="num_aug must be an int >= 0, got -1"):
+        build_dataset(ARC_PREFIX, tmp_path, ["manual_evaluation"], num_aug=-1)
+
+
+def test_help_opens_with_a_working_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert "example:\n  trm build-data --input-file-prefix" in help_text
+    for flag in ("--test-set-names", "--test-set-name2", "--train-only-subsets", "--no-enable-train-translation",
+                 "--puzzle-identifiers-start", "--canvas-size", "--skip-invalid", "--challenges"):
+        assert flag in help_text

@@ -1,0 +1,161 @@
+"""ARC task files: loading and validation.
+
+Kaggle lays ARC out as `{prefix}_{subset}_challenges.json` (task id -> {"train": [{"input", "output"}, ...],
+"test": [{"input"}, ...]}) plus an optional `{prefix}_{subset}_solutions.json` (task id -> [output grid per test
+input]); either may be gzipped. `load_tasks` reads both and checks every task, so a malformed task fails here
+with a message naming the file, task id, pair and field, not deep inside the builder:
+
+    tasks, problems = load_tasks("data/arc/arc-agi_evaluation2_challenges.json.gz",
+                                 "data/arc/arc-agi_evaluation2_solutions.json.gz")
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_GRID_SIDE = 30
+
+
+@dataclass
+class Task:
+    """One ARC task; every grid is a 2-D uint8 array of colours 0..9."""
+
+    task_id: str
+    train: list[tuple[np.ndarray, np.ndarray]]
+    test_inputs: list[np.ndarray]
+    test_outputs: list[np.ndarray] | None  # None when no solutions are known (e.g. the Kaggle test file)
+
+
+class TaskError(ValueError):
+    """A malformed task file or task; the message names the file, task id, pair and field."""
+
+
+def load_challenges_json(path: str | Path) -> dict:
+    """Read a challenges or solutions file (plain or gzipped JSON) and return the raw top-level dict."""
+    path = Path(path)
+    try:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise TaskError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TaskError(f"{path.name}: not readable as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise TaskError(f"{path.name}: top level must be a JSON object mapping task id -> task, "
+                        f"got {type(data).__name__}")
+    return data
+
+
+def find_task_files(prefix: str, subset: str) -> tuple[Path, Path | None]:
+    """Return (challenges, solutions or None) for `{prefix}_{subset}_{challenges,solutions}.json[.gz]`."""
+    def first_existing(kind: str) -> Path | None:
+        for suffix in (".json", ".json.gz"):
+            p = Path(f"{prefix}_{subset}_{kind}{suffix}")
+            if p.is_file():
+                return p
+        return None
+
+    challenges = first_existing("challenges")
+    if challenges is None:
+        raise TaskError(f"no challenges file for subset {subset!r}: looked for "
+                        f"{prefix}_{subset}_challenges.json and {prefix}_{subset}_challenges.json.gz")
+    return challenges, first_existing("solutions")
+
+
+def _grid(value: Any) -> np.ndarray:
+    """Convert one JSON grid to uint8, raising ValueError with a short reason if it is not a valid ARC grid."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty list of rows, got {_short(value)}")
+    if not all(isinstance(row, list) for row in value):
+        i = next(i for i, row in enumerate(value) if not isinstance(row, list))
+        raise ValueError(f"row {i} must be a list of ints, got {_short(value[i])}")
+    widths = [len(row) for row in value]
+    for i, w in enumerate(widths):
+        if w != widths[0]:
+            raise ValueError(f"row {i} has {w} cells, row 0 has {widths[0]} (grids must be rectangular)")
+    h, w = len(value), widths[0]
+    if not (1 <= h <= MAX_GRID_SIDE and 1 <= w <= MAX_GRID_SIDE):
+        raise ValueError(f"grid is {h}x{w}; each side must be 1..{MAX_GRID_SIDE}")
+    for r, row in enumerate(value):
+        for c, x in enumerate(row):
+            if type(x) is not int or not 0 <= x <= 9:  # `type is` rejects bool, which is an int subclass
+                raise ValueError(f"cell [{r}][{c}] is {_short(x)}; cells must be ints 0..9")
+    return np.array(value, dtype=np.uint8)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, (bytes, bytearray)) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _parse_task(task_id: str, raw: Any, solutions: Any, has_solutions: bool) -> Task:
+    """Validate one task; raises ValueError("<pair>.<field>: <reason>")."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"task must be an object with 'train' and 'test', got {_short(raw)}")
+    for split in ("train", "test"):
+        if not isinstance(raw.get(split), list) or not raw[split]:
+            raise ValueError(f"{split}: must be a non-empty list of pairs, got {_short(raw.get(split))}")
+
+    def field(split: str, i: int, name: str) -> np.ndarray:
+        pair = raw[split][i]
+        if not isinstance(pair, dict):
+            raise ValueError(f"{split}[{i}]: must be an object, got {_short(pair)}")
+        if name not in pair:
+            raise ValueError(f"{split}[{i}].{name}: missing")
+        try:
+            return _grid(pair[name])
+        except ValueError as e:
+            raise ValueError(f"{split}[{i}].{name}: {e}") from None
+
+    train = [(field("train", i, "input"), field("train", i, "output")) for i in range(len(raw["train"]))]
+    test_inputs = [field("test", i, "input") for i in range(len(raw["test"]))]
+    test_outputs = None
+    if has_solutions:
+        if not isinstance(solutions, list):
+            raise ValueError(f"test[0].solution: missing (the solutions file has no list for this task, "
+                             f"got {_short(solutions)})")
+        if len(solutions) != len(test_inputs):
+            raise ValueError(f"test[{min(len(solutions), len(test_inputs))}].solution: the solutions file has "
+                             f"{len(solutions)} grids for {len(test_inputs)} test inputs")
+        test_outputs = []
+        for i, sol in enumerate(solutions):
+            try:
+                test_outputs.append(_grid(sol))
+            except ValueError as e:
+                raise ValueError(f"test[{i}].solution: {e}") from None
+    elif all(isinstance(p, dict) and "output" in p for p in raw["test"]):
+        # Original-ARC-style files carry test outputs inline; use them when there is no solutions file.
+        test_outputs = [field("test", i, "output") for i in range(len(raw["test"]))]
+    return Task(task_id, train, test_inputs, test_outputs)
+
+
+def load_tasks(challenges: str | Path, solutions: str | Path | None = None, *,
+               skip_invalid: bool = False) -> tuple[dict[str, Task], list[str]]:
+    """Load and validate every task of a challenges file (and its solutions, if given).
+
+    Returns (tasks in file order, problems). A problem is one line naming file, task id, pair and field; it
+    raises TaskError at the first one unless `skip_invalid`, which reports the task in `problems` and skips it.
+    """
+    challenges = Path(challenges)
+    raw_tasks = load_challenges_json(challenges)
+    raw_solutions = load_challenges_json(solutions) if solutions is not None else None
+    tasks: dict[str, Task] = {}
+    problems: list[str] = []
+    for task_id, raw in raw_tasks.items():
+        try:
+            sol = raw_solutions.get(task_id) if raw_solutions is not None else None
+            tasks[task_id] = _parse_task(task_id, raw, sol, raw_solutions is not None)
+        except ValueError as e:
+            where = Path(solutions).name if str(e).split(":", 1)[0].endswith(".solution") else challenges.name
+            message = f"{where}: task {task_id}: {e}"
+            if not skip_invalid:
+                raise TaskError(message) from None
+            problems.append(message)
+    return tasks, problems
