@@ -34,3 +34,44 @@ def arc_dir() -> Path:
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def write_small_task_files(folder: Path, n_tasks: int = 6, max_side: int = 8, source: str = "training2") -> tuple[Path, Path]:
+    """Write the first `n_tasks` real ARC tasks of `source` whose grids all fit in max_side x max_side."""
+    import json
+
+    from trm_core.data.arc import load_challenges_json
+
+    chal = load_challenges_json(ARC_DIR / f"arc-agi_{source}_challenges.json.gz")
+    sols = load_challenges_json(ARC_DIR / f"arc-agi_{source}_solutions.json.gz")
+
+    def fits(g):
+        return len(g) <= max_side and len(g[0]) <= max_side
+
+    picked = {}
+    for tid, task in chal.items():
+        grids = [p["input"] for p in task["train"] + task["test"]] + [p["output"] for p in task["train"]] + sols[tid]
+        if all(fits(g) for g in grids):
+            picked[tid] = task
+        if len(picked) == n_tasks:
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    ch, so = folder / "arc-agi_small_challenges.json", folder / "arc-agi_small_solutions.json"
+    ch.write_text(json.dumps(picked))
+    so.write_text(json.dumps({t: sols[t] for t in picked}))
+    return ch, so
+
+
+def build_small_dataset(out: Path, n_tasks: int = 6, num_aug: int = 3, canvas: int = 10) -> Path:
+    """A real-task dataset small enough for seconds of CPU training (canvas 10x10)."""
+    from trm_core.data.build import build_dataset
+
+    ch, so = write_small_task_files(out.parent / f"{out.name}_src", n_tasks=n_tasks, max_side=canvas - 1)
+    build_dataset(None, out, ["small"], test_set_names=["small"], num_aug=num_aug, seed=0, canvas_size=canvas,
+                  progress=False, sources=[("small", ch, so)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    return build_small_dataset(tmp_path_factory.mktemp("data") / "small")

@@ -109,15 +109,14 @@ def test_each_mode_maps_to_its_training_recipe(mode, tmp_path):
     cfg = mode_train_config(mode, data_path="d", output_dir="o", run_name="r", weights="w.pt", arch={},
                             batch_size=8, micro_batch_size=None, steps=0 if mode == "none" else 100, epochs=8,
                             max_train_seconds=60.0, lr=None, puzzle_emb_lr=3e-3, lr_warmup_steps=None,
-                            lora_rank=2, ema=None, seed=1, device="cpu", eval_batch_size=4,
-                            no_eval_dir=str(tmp_path), progress=False)
+                            lora_rank=2, ema=None, seed=1, device="cpu", eval_batch_size=4, progress=False)
+    assert cfg.evaluate is False  # the runner infers once, on its own clock
     assert (cfg.freeze_weights_epochs == 2) == (mode == "emb_then_full")
     assert cfg.freeze_weights == (mode == "emb_only")
     assert (cfg.lora is not None) == (mode == "lora")
     if mode == "lora":
         assert cfg.lora["rank"] == 2
     assert cfg.puzzle_emb_lr == 3e-3 and cfg.max_train_seconds == 60.0 and cfg.eval_interval is None
-    assert cfg.data_paths_test == [str(tmp_path)]  # the runner evaluates once, itself
 
 
 # --- fallback submissions ---------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: s
                       arch: dict, batch_size: int, micro_batch_size: int | None, steps: int, epochs: int,
                       max_train_seconds: float | None, lr: float | None, puzzle_emb_lr: float | None,
                       lr_warmup_steps: int | None, lora_rank: int | None, ema: bool | None, seed: int,
-                      device: str, eval_batch_size: int, no_eval_dir: str, progress: bool):
+                      device: str, eval_batch_size: int, progress: bool):
     """The TrainConfig of one adaptation run (pure apart from reading the shipped YAML)."""
     from trm_core.train import load_config
 
@@ -183,7 +183,7 @@ def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: s
     cfg = load_config(MODE_CONFIGS[mode])
     cfg.arch = dict(arch)
     cfg.data_paths = [data_path]
-    cfg.data_paths_test = [no_eval_dir]  # no evaluation inside training: the runner infers once, on its own clock
+    cfg.evaluate = False  # no evaluation inside training: the runner infers once, on its own clock
     cfg.global_batch_size, cfg.micro_batch_size = batch_size, micro_batch_size
     cfg.epochs, cfg.eval_interval, cfg.max_steps = epochs, None, steps
     cfg.max_train_seconds = max_train_seconds
@@ -509,7 +509,6 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         test_puzzles = json.loads((data_dir / "test_puzzles.json").read_text())
         if not test_puzzles:
             raise RuntimeError(f"no task fits the canvas ({canvas}x{canvas}): the fallback submission stays")
-        (work / "no_eval").mkdir(exist_ok=True)
         log.end(phase, canvas=canvas, tasks=len(test_puzzles), train_rows=summary["train"]["examples"],
                 test_rows=summary["test"]["examples"], weights=str(weights) if weights else "scratch")
 
@@ -541,7 +540,7 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
                 micro_batch_size=cfg.micro_batch_size, steps=steps, epochs=epochs, max_train_seconds=seconds,
                 lr=cfg.lr, puzzle_emb_lr=cfg.puzzle_emb_lr, lr_warmup_steps=cfg.lr_warmup_steps,
                 lora_rank=cfg.lora_rank, ema=cfg.ema, seed=cfg.seed, device=device,
-                eval_batch_size=cfg.eval_batch_size, no_eval_dir=str(work / "no_eval"), progress=cfg.progress)
+                eval_batch_size=cfg.eval_batch_size, progress=cfg.progress)
 
         def left() -> float:
             return budget_s - (time.monotonic() - t0)
