@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, func, _ = COMMANDS[name]
     fn = getattr(importlib.import_module(module), func)
-    return int(fn(rest) or 0)
+    try:
+        return int(fn(rest) or 0)
+    except BrokenPipeError:  # `trm info ... | head`: the reader left; not an error worth a traceback
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -515,7 +515,7 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         # Sizes that every later phase needs.
         nproc = _count_nproc(cfg)
         train_ds = PuzzleDataset([str(data_dir)], "train", global_batch_size=1)
-        rows_per_epoch = len(train_ds._epoch_plan(0)[0])
+        rows_per_epoch = train_ds.rows_per_epoch(0)
         batch = min(cfg.batch_size, rows_per_epoch) // nproc * nproc
         if batch < nproc:
             raise RuntimeError(f"one epoch holds {rows_per_epoch} rows: too few for {nproc} processes")

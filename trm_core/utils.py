@@ -75,7 +75,7 @@ class Progress:
         self.total, self.desc, self.unit, self.enabled = total, desc, unit, enabled
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.n, self.start, self.last_print = 0, time.perf_counter(), 0.0
+        self.n, self.start, self.last_print, self.printed_n = 0, time.perf_counter(), 0.0, -1
         self.log_every_s = log_every_s if not self.tty else 0.2
         self.postfix = ""
 
@@ -89,6 +89,7 @@ class Progress:
             self._print(now)
 
     def _print(self, now: float) -> None:
+        self.printed_n = self.n
         elapsed = max(now - self.start, 1e-9)
         rate = self.n / elapsed
         if self.total:
@@ -103,11 +104,13 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self.printed_n != self.n:  # the last update may already have printed the final state
             self._print(time.perf_counter())
-            if self.tty:
-                self.stream.write("\n")
-                self.stream.flush()
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def format_seconds(s: float) -> str:

@@ -143,9 +143,13 @@ class PuzzleDataset:
         rows = start[seg] + within[shuffled]
         return rows[keep], self.puzzle_identifiers[puzzle][seg][keep]
 
+    def rows_per_epoch(self, epoch: int = 0) -> int:
+        """Training rows chosen in `epoch` (one augmented version per group, capped per puzzle), all ranks."""
+        return len(self._epoch_plan(epoch)[0])
+
     def batches_per_epoch(self, epoch: int = 0) -> int:
         """Full global batches in `epoch` (the last incomplete one is dropped)."""
-        return len(self._epoch_plan(epoch)[0]) // self.global_batch_size
+        return self.rows_per_epoch(epoch) // self.global_batch_size
 
     def total_train_steps(self, epochs: int) -> int:
         """Upstream's step count: int(epochs * total_groups * mean_puzzle_examples / global_batch_size)."""
