@@ -1,22 +1,21 @@
 """trm_core: Tiny Recursive Models for ARC-AGI-2 on CPU and GPU, offline, Kaggle-first.
 
 Public API (see README.md):
-    trm_core.load_checkpoint(path, **arch) -> TRM ready for inference
-    trm_core.predict(model, inputs, puzzle_identifiers, steps=None) -> dict
+    trm_core.load_checkpoint(path, **arch) -> TRM ready for inference (upstream, fork or trm_core files)
+    trm_core.predict(model, inputs, puzzle_identifiers, steps=None) -> dict(logits, preds, q_halt_logits, ...)
     trm_core.ArchConfig, trm_core.build_model
+    trm_core.run_eval(checkpoint, data_dir, output_dir, ...) -> metrics (submission.json, per_task.csv, ...)
+    trm_core.vote / pass_at_k / make_submission / validate_submission / score_submission
 """
 
+from trm_core.checkpoint import load_checkpoint
 from trm_core.config import ArchConfig
+from trm_core.evaluate import (make_submission, pass_at_k, run_eval, score_submission, validate_submission,
+                               vote)
 from trm_core.model import TRM, build_model, predict
 
 __version__ = "0.1.0"
 
 
-def load_checkpoint(path, **arch):
-    """Load an upstream, fork or trm_core checkpoint as a TRM in eval mode (see `trm_core.checkpoint`)."""
-    from trm_core.checkpoint import load_checkpoint as _load
-
-    return _load(path, **arch)
-
-
-__all__ = ["ArchConfig", "TRM", "build_model", "load_checkpoint", "predict", "__version__"]
+__all__ = ["ArchConfig", "TRM", "build_model", "load_checkpoint", "make_submission", "pass_at_k", "predict",
+           "run_eval", "score_submission", "validate_submission", "vote", "__version__"]
