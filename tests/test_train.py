@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
 from trm_core.config import ConfigError
 from trm_core.train import Trainer, TrainConfig, latest_checkpoint, load_config, run
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import re
@@ -37,7 +36,7 @@ import torch
 from trm_core.config import ArchConfig, ConfigError, arch_from_dict, load_yaml, parse_value, swiglu_width, to_dict
 from trm_core.lora import LORA_TARGETS, LoraConfig, adapter_state_dict, apply_lora, lora_layers
 from trm_core.model import TRM, build_model
-from trm_core.utils import atomic_torch_save, atomic_write_text
+from trm_core.utils import atomic_torch_save, atomic_write_text, sha256_file
 
 FORMAT_VERSION = 1
 PUZZLE_TABLE = "inner.puzzle_emb.weights"
@@ -385,13 +384,6 @@ def reinit_puzzle_table(table: torch.Tensor, rows: int, strategy: str = "mean", 
         return mean + std * noise
     raise CheckpointError(f"puzzle_emb_reinit must be 'mean' or 'normal', got {strategy!r}")
 
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_checkpoint(path: str | Path, *, num_puzzle_identifiers: int | None = None,

@@ -764,7 +764,6 @@ def run_eval(checkpoint: str | Path, data_dir: str | Path, output_dir: str | Pat
     import torch
 
     from trm_core import load_checkpoint
-    from trm_core.data.dataset import PuzzleDataset
 
     data_dir, output_dir = Path(data_dir), Path(output_dir)
     rank, world = (info.rank, info.world_size) if info is not None else (0, 1)

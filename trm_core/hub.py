@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+
+from trm_core.utils import sha256_file
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,6 @@ def select_files(run_dir: str | Path, allow: Sequence[str] = DEFAULT_ALLOW, *,
             chosen.append(rel)
     return chosen
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_arch(run_dir: Path) -> dict:
@@ -198,7 +192,7 @@ def fetch(repo_id: str, files: Sequence[str], local_dir: str | Path, revision: s
         except OSError:
             shutil.copyfile(cached, dest)
         fetched.append(dest)
-        record[name] = {"sha256": _sha256(dest), "size": dest.stat().st_size}
+        record[name] = {"sha256": sha256_file(dest), "size": dest.stat().st_size}
     source = {"repo_id": repo_id, "revision": revision or "main", "files": record}
     known = next((k for k in KNOWN_CHECKPOINTS.values() if k.repo_id == repo_id), None)
     if known:
@@ -223,7 +217,7 @@ def push(run_dir: str | Path, repo_id: str, *, allow: Sequence[str] = DEFAULT_AL
     files = [f for f in select_files(run_dir, allow, include_optimizer=include_optimizer) if f != "README.md"]
     if not files:
         raise ValueError(f"push: no file in {run_dir} matches {list(allow)}")
-    info = {f: ((run_dir / f).stat().st_size, _sha256(run_dir / f)) for f in files}
+    info = {f: ((run_dir / f).stat().st_size, sha256_file(run_dir / f)) for f in files}
     card = make_model_card(repo_id, info, arch=_read_arch(run_dir), base=base, metrics=metrics)
     plan = {"repo_id": repo_id, "files": files, "card": card, "private": private, "uploaded": False}
     if dry_run:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import email.parser
 import fnmatch
-import hashlib
 import json
 import os
 import re
@@ -38,6 +37,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from trm_core.utils import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PREINSTALLED = REPO_ROOT / "wheels" / "kaggle-preinstalled.txt"
@@ -56,13 +57,6 @@ def normalize(name: str) -> str:
     """PEP 503 project name: `PyYAML` and `pyyaml`, `huggingface_hub` and `huggingface-hub` compare equal."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_name_list(path: Path) -> list[str]:

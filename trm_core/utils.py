@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import random
@@ -42,6 +43,15 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (checkpoints and wheels can be GBs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def seed_everything(seed: int) -> None:
