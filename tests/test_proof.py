@@ -1,0 +1,76 @@
+"""The learning proof: its task list follows its written rule, the baselines score what they should, and the
+whole pipeline (build -> train -> evaluate -> score) runs on two real tasks in seconds."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import ARC_DIR, REPO
+
+from trm_core import proof
+
+TASKS = REPO / "data" / "proof_tasks.json"
+
+
+def _task(train, test_in, test_out=None):
+    test = [{"input": test_in} if test_out is None else {"input": test_in, "output": test_out}]
+    return {"train": [{"input": a, "output": b} for a, b in train], "test": test}
+
+
+def test_the_shipped_task_list_is_what_its_rule_selects():
+    from trm_core.data.arc import load_tasks
+
+    listed = json.loads(TASKS.read_text())
+    tasks, _ = load_tasks(ARC_DIR / "arc-agi_training2_challenges.json.gz",
+                          ARC_DIR / "arc-agi_training2_solutions.json.gz")
+    selected = []
+    for t in tasks.values():  # the rule in proof_tasks.json, in file order
+        grids = [g for pair in t.train for g in pair] + t.test_inputs + t.test_outputs
+        if max(max(g.shape) for g in grids) <= 10 and len(t.train) <= 4 and len(t.test_inputs) == 1:
+            selected.append(t.task_id)
+    assert listed["task_ids"] == selected[:10]
+    challenges, solutions, info = proof.load_proof_tasks(TASKS)
+    assert list(challenges) == listed["task_ids"] and set(solutions) == set(challenges)
+    assert "rule" in info and proof.max_grid_side(challenges) <= 10
+
+
+def test_identity_baseline_solves_exactly_the_identity_task():
+    challenges = {"same": _task([([[1, 2]], [[1, 2]])], [[3, 4]]),
+                  "flip": _task([([[1, 2]], [[2, 1]])], [[3, 4]])}
+    solutions = {"same": [[[3, 4]]], "flip": [[[4, 3]]]}
+    assert proof.score(proof.baseline_identity(challenges), solutions) == (0.5, 1)
+
+
+def test_most_common_output_baseline_takes_the_majority_then_the_first_seen():
+    challenges = {"const": _task([([[1]], [[5]]), ([[2]], [[7]]), ([[3]], [[7]])], [[4]]),
+                  "tie": _task([([[1]], [[8]]), ([[2]], [[9]])], [[3]])}
+    sub = proof.baseline_most_common_output(challenges)
+    assert sub["const"][0] == {"attempt_1": [[7]], "attempt_2": [[7]]}
+    assert sub["tie"][0]["attempt_1"] == [[8]]
+    assert proof.score(sub, {"const": [[[7]]], "tie": [[[9]]]}) == (0.5, 1)
+
+
+def test_inline_test_outputs_are_used_when_there_is_no_solutions_file(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"a": _task([([[1]], [[1]])], [[2]], [[2]])}))
+    _, solutions, _ = proof.load_proof_tasks(path)
+    assert solutions == {"a": [[[2]]]}
+
+
+def test_the_proof_runs_end_to_end_on_two_real_tasks_and_prints_its_score(tmp_path, capsys):
+    challenges, solutions, _ = proof.load_proof_tasks(TASKS)
+    two = list(challenges)[:2]
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps({t: {"train": challenges[t]["train"],
+                                    "test": [{"input": p["input"], "output": o}
+                                             for p, o in zip(challenges[t]["test"], solutions[t])]} for t in two}))
+    code = proof.main(["--tasks", str(path), "--output-dir", str(tmp_path / "out"), "--budget-minutes", "2",
+                       "--no-progress", "--set", "num_aug=3", "--set", "max_steps=3", "--set", "arch.hidden_size=16",
+                       "--set", "arch.num_heads=2", "--set", "arch.puzzle_emb_ndim=16", "--set", "eval_batch_size=8"])
+    out = capsys.readouterr().out
+    assert code == 0
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["steps"] == 3 and result["test_rows"] == 2 * 4
+    assert [r["method"] for r in result["rows"]] == ["TRM (this run)", "test input unchanged",
+                                                     "most common training output"]
+    assert "pass@2" in out and "test input unchanged" in out
