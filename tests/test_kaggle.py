@@ -161,6 +161,23 @@ def test_runner_end_to_end_on_cpu_writes_a_valid_submission_and_logs_every_phase
     assert 0 < plan["train_steps"] <= 6 and plan["deadline_s"] + plan["infer_s"] + plan["margin_s"] <= 120 + 1e-6
 
 
+def test_a_task_list_runs_as_a_challenges_file_and_is_scored_with_its_source_solutions(tmp_path):
+    task_list = tmp_path / "two_tasks.json"
+    task_list.write_text(json.dumps({
+        "rule": "two small tasks of the proof list",
+        "source": {"challenges": str(REPO / "data/arc/arc-agi_training2_challenges.json.gz"),
+                   "solutions": str(REPO / "data/arc/arc-agi_training2_solutions.json.gz")},
+        "task_ids": ["0520fde7", "0ca9ddb6"]}))
+    out = tmp_path / "working"
+    result = run_kaggle(KaggleRunConfig(
+        challenges_file=str(task_list), weights="scratch", output_dir=str(out), budget_minutes=2.0, mode="full",
+        steps=3, batch_size=4, train_aug=2, vote_aug=2, warmup_steps=2, canvas_size=12, arch=TINY_ARCH,
+        device="cpu", progress=False))
+    assert result["status"] == "ok", result["errors"]
+    assert set(json.loads((out / "submission.json").read_text())) == {"0520fde7", "0ca9ddb6"}
+    assert result["score"] is not None and result["test_outputs"] == 2
+
+
 def test_a_failing_phase_keeps_the_fallback_and_returns_a_status(tmp_path):
     data, _ = kaggle_tree(tmp_path)
     out = tmp_path / "working"

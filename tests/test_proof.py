@@ -8,6 +8,7 @@ import json
 from conftest import ARC_DIR, REPO
 
 from trm_core import proof
+from trm_core.data.arc import load_task_file
 
 TASKS = REPO / "data" / "proof_tasks.json"
 
@@ -29,7 +30,7 @@ def test_the_shipped_task_list_is_what_its_rule_selects():
         if max(max(g.shape) for g in grids) <= 10 and len(t.train) <= 4 and len(t.test_inputs) == 1:
             selected.append(t.task_id)
     assert listed["task_ids"] == selected[:10]
-    challenges, solutions, info = proof.load_proof_tasks(TASKS)
+    challenges, solutions, info = load_task_file(TASKS)
     assert list(challenges) == listed["task_ids"] and set(solutions) == set(challenges)
     assert "rule" in info and proof.max_grid_side(challenges) <= 10
 
@@ -53,12 +54,12 @@ def test_most_common_output_baseline_takes_the_majority_then_the_first_seen():
 def test_inline_test_outputs_are_used_when_there_is_no_solutions_file(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"a": _task([([[1]], [[1]])], [[2]], [[2]])}))
-    _, solutions, _ = proof.load_proof_tasks(path)
+    _, solutions, _ = load_task_file(path)
     assert solutions == {"a": [[[2]]]}
 
 
 def test_the_proof_runs_end_to_end_on_two_real_tasks_and_prints_its_score(tmp_path, capsys):
-    challenges, solutions, _ = proof.load_proof_tasks(TASKS)
+    challenges, solutions, _ = load_task_file(TASKS)
     two = list(challenges)[:2]
     path = tmp_path / "two.json"
     path.write_text(json.dumps({t: {"train": challenges[t]["train"],

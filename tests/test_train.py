@@ -148,6 +148,11 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run(small_
     assert_same_weights(straight.model.state_dict(), resumed.model.state_dict(), atol=0)
 
 
+def test_a_global_batch_larger_than_an_epoch_is_an_error_not_a_silent_zero_step_run(small_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="larger than one epoch"):
+        Trainer(tiny_cfg(small_dataset, tmp_path, global_batch_size=4096)).setup()
+
+
 def changed(before: dict, after: dict) -> set[str]:
     return {k for k in before if not torch.equal(before[k], after[k])}
 

@@ -10,6 +10,7 @@
     trm report RUN_DIR                  HTML report of a run's attempts, drawn in ARC colours
     trm kaggle --data-dir D ...         the whole Kaggle pipeline under a deadline
     trm hub fetch|push ...              Hugging Face weights in and out
+    trm proof --tasks FILE              train a small TRM from scratch on a task file and score pass@2
     trm plan ...                        Kaggle time-budget planner
 """
 
@@ -31,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "kaggle": ("trm_core.kaggle", "main", "the Kaggle pipeline under a deadline"),
     "plan": ("trm_core.kaggle", "main_plan", "Kaggle time-budget planner"),
     "hub": ("trm_core.hub", "main", "fetch / push weights on the Hugging Face hub"),
+    "proof": ("trm_core.proof", "main", "the CPU learning proof: train from scratch on a task file, score pass@2"),
 }
 
 

@@ -460,14 +460,23 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
                               "phases": log.phases, "errors": [], "score": None, "challenges": None, "config": asdict(cfg)}
     log.event("run", "start", mode=cfg.mode, budget_minutes=cfg.budget_minutes, output_dir=str(out))
     phase = "validate"
+    solutions_file = cfg.solutions_file
     try:
         # --- validate ------------------------------------------------------------------------------------
-        from trm_core.data.arc import load_challenges_json, load_tasks
+        from trm_core.data.arc import is_task_list, load_challenges_json, load_task_file, load_tasks
 
         log.start(phase)
         challenges_path = Path(cfg.challenges_file) if cfg.challenges_file else find_challenges(cfg.data_dir)
-        result["challenges"] = str(challenges_path)
         raw = load_challenges_json(challenges_path)
+        if is_task_list(raw):  # e.g. data/proof_tasks.json: ids picked from a challenges file by a written rule
+            raw, known, _ = load_task_file(challenges_path, cfg.solutions_file, require_solutions=False)
+            work.mkdir(parents=True, exist_ok=True)
+            challenges_path = work / "challenges_listed.json"
+            challenges_path.write_text(json.dumps(raw))
+            if known:
+                solutions_file = work / "solutions_listed.json"
+                solutions_file.write_text(json.dumps(known))
+        result["challenges"] = str(challenges_path)
         tasks, problems = load_tasks(challenges_path, skip_invalid=True)
         result["tasks"], result["bad_tasks"] = len(raw), problems
         log.end(phase, challenges=str(challenges_path), tasks=len(raw), valid=len(tasks), malformed=len(problems))
@@ -633,11 +642,11 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
                 result["status"] = "fallback"
             except Exception as e2:  # noqa: BLE001
                 result["errors"].append(f"fallback: {type(e2).__name__}: {e2}")
-    if cfg.solutions_file and sub_path.is_file():
+    if solutions_file and sub_path.is_file():
         from trm_core.evaluate import score_submission
 
         try:
-            result["score"], per_task = score_submission(sub_path, cfg.solutions_file)
+            result["score"], per_task = score_submission(sub_path, solutions_file)
             result["solved"] = sum(sum(v) for v in per_task.values())
             result["test_outputs"] = sum(len(v) for v in per_task.values())
         except Exception as e:  # noqa: BLE001
@@ -676,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trm kaggle", formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
     p.add_argument("--data-dir", default=d.data_dir, help="competition folder holding arc-agi_test_challenges.json")
-    p.add_argument("--challenges-file", default=None, help="a challenges file (instead of searching --data-dir)")
+    p.add_argument("--challenges-file", default=None,
+                   help="a challenges file or a task list like data/proof_tasks.json (instead of searching --data-dir)")
     p.add_argument("--solutions-file", default=None, help="known solutions: print the score")
     p.add_argument("--weights", default=d.weights, help="export folder, checkpoint, run folder, or 'scratch'")
     p.add_argument("--output-dir", default=d.output_dir)

@@ -63,53 +63,6 @@ EVAL_MARGIN = 1.5  # reserve this multiple of the measured inference time (load 
 # Tasks and baselines
 # ----------------------------------------------------------------------------------------------------------
 
-def load_proof_tasks(tasks: str | Path, solutions: str | Path | None = None) -> tuple[dict, dict, dict]:
-    """Read a task list (data/proof_tasks.json: ids + source files + rule) or a challenges file.
-
-    Returns (challenges, solutions, info): raw challenges {task_id: {"train", "test"}} in order, solutions
-    {task_id: [output grid per test input]}, and info (the rule and source, for the report).
-    """
-    from trm_core.data.arc import load_challenges_json
-
-    tasks = Path(tasks)
-    raw = load_challenges_json(tasks)
-    info: dict[str, Any] = {"tasks_file": str(tasks)}
-    if "task_ids" in raw and "source" in raw:  # a task list pointing into a challenges file
-        base = tasks.parent
-        src = raw["source"]
-        chal_all = load_challenges_json(_resolve(src["challenges"], base))
-        sol_file = solutions or (_resolve(src["solutions"], base) if src.get("solutions") else None)
-        sol_all = load_challenges_json(sol_file) if sol_file else {}
-        missing = [t for t in raw["task_ids"] if t not in chal_all]
-        if missing:
-            raise ValueError(f"{tasks}: task ids {missing} are not in {src['challenges']}")
-        challenges = {t: chal_all[t] for t in raw["task_ids"]}
-        info.update(rule=raw.get("rule"), source=src)
-    else:
-        challenges = raw
-        sol_all = load_challenges_json(solutions) if solutions else {}
-    sols = {}
-    for t, task in challenges.items():
-        if t in sol_all:
-            sols[t] = sol_all[t]
-        elif all("output" in p for p in task["test"]):
-            sols[t] = [p["output"] for p in task["test"]]
-        else:
-            raise ValueError(f"task {t}: no test outputs (pass --solutions or put 'output' in its test pairs)")
-    return challenges, sols, info
-
-
-def _resolve(path: str, base: Path) -> Path:
-    """A path from a task list: as given if it exists (relative to the cwd), else relative to the list."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    for root in (base, base.parent):
-        if (root / p).exists():
-            return root / p
-    return p
-
-
 def baseline_identity(challenges: dict) -> dict:
     """Submission that answers every test input with itself (both attempts)."""
     return {t: [{"attempt_1": p["input"], "attempt_2": p["input"]} for p in task["test"]]
@@ -267,7 +220,7 @@ def format_result(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trm_core.proof", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="trm proof", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="data/proof_tasks.json", help="task list or challenges file")
     p.add_argument("--solutions", default=None, help="solutions file (default: the list's source, or inline)")
@@ -297,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        challenges, solutions, _ = load_proof_tasks(args.tasks, args.solutions)
+        from trm_core.data.arc import load_task_file
+
+        challenges, solutions, _ = load_task_file(args.tasks, args.solutions)
         result = run_proof(challenges, solutions, args.output_dir, budget_minutes=args.budget_minutes,
                            settings=settings, progress=not args.no_progress)
     except ValueError as e:

@@ -211,6 +211,10 @@ class Trainer:
         if self.local_batch % self.micro:
             raise ConfigError(f"micro_batch_size ({self.micro}) must divide the per-process batch ({self.local_batch})")
         self.n_micro = self.local_batch // self.micro
+        if self.train_data.batches_per_epoch(0) == 0:
+            raise ConfigError(f"global_batch_size ({cfg.global_batch_size}) is larger than one epoch of "
+                              f"{cfg.data_paths} ({self.train_data.rows_per_epoch(0)} rows: one augmented version "
+                              "of each task's examples): lower it, or the run would train 0 steps")
         self.total_steps = self.train_data.total_train_steps(cfg.epochs)
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)

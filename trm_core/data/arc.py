@@ -159,3 +159,57 @@ def load_tasks(challenges: str | Path, solutions: str | Path | None = None, *,
                 raise TaskError(message) from None
             problems.append(message)
     return tasks, problems
+
+
+def is_task_list(raw: Any) -> bool:
+    """A task list (e.g. data/proof_tasks.json): {"task_ids": [...], "source": {"challenges", "solutions"}}."""
+    return isinstance(raw, dict) and "task_ids" in raw and "source" in raw
+
+
+def _resolve_listed(path: str, base: Path) -> Path:
+    """A path from a task list: as given if it exists (relative to the cwd), else relative to the list."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    for root in (base, base.parent):
+        if (root / p).exists():
+            return root / p
+    return p
+
+
+def load_task_file(tasks: str | Path, solutions: str | Path | None = None, *,
+                   require_solutions: bool = True) -> tuple[dict, dict, dict]:
+    """Read a challenges file or a task list (ids + source files + the rule that chose them).
+
+    Returns (challenges, solutions, info): raw challenges {task_id: {"train", "test"}} in order, solutions
+    {task_id: [output grid per test input]} (from `solutions`, the list's source, or `output`s written in the
+    test pairs), and info (the file, and a list's rule and source). With `require_solutions`, a task without test
+    outputs is an error; otherwise it is left out of the solutions.
+    """
+    tasks = Path(tasks)
+    raw = load_challenges_json(tasks)
+    info: dict[str, Any] = {"tasks_file": str(tasks)}
+    if is_task_list(raw):
+        base, src = tasks.parent, raw["source"]
+        chal_all = load_challenges_json(_resolve_listed(src["challenges"], base))
+        sol_file = solutions or (_resolve_listed(src["solutions"], base) if src.get("solutions") else None)
+        sol_all = load_challenges_json(sol_file) if sol_file else {}
+        missing = [t for t in raw["task_ids"] if t not in chal_all]
+        if missing:
+            raise TaskError(f"{tasks.name}: task ids {missing} are not in {src['challenges']}")
+        challenges = {t: chal_all[t] for t in raw["task_ids"]}
+        info.update(rule=raw.get("rule"), source=src)
+    else:
+        challenges = raw
+        sol_all = load_challenges_json(solutions) if solutions else {}
+    sols = {}
+    for t, task in challenges.items():
+        if t in sol_all:
+            sols[t] = sol_all[t]
+        elif isinstance(task, dict) and isinstance(task.get("test"), list) and task["test"] and \
+                all(isinstance(p, dict) and "output" in p for p in task["test"]):
+            sols[t] = [p["output"] for p in task["test"]]
+        elif require_solutions:
+            raise TaskError(f"{tasks.name}: task {t}: no test outputs (pass a solutions file or put 'output' in "
+                            "its test pairs)")
+    return challenges, sols, info
