@@ -60,6 +60,14 @@ def loadavg() -> list[float]:
         return []
 
 
+def _repo_relative(arg: str) -> str:
+    """An argument that is a path inside the repo, as a repo-relative path (results travel between machines)."""
+    try:
+        return Path(arg).resolve().relative_to(REPO).as_posix() if Path(arg).is_absolute() else arg
+    except ValueError:
+        return arg
+
+
 def record(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Hardware, versions, git commit and load at the start of a bench run."""
     import numpy as np
@@ -68,7 +76,8 @@ def record(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     return {
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.argv[0]).name] + list(sys.argv[1:] if argv is None else argv)),
+        "command": " ".join([Path(sys.argv[0]).name] + [_repo_relative(a) for a in
+                                                        (sys.argv[1:] if argv is None else argv)]),
         "git_commit": _git("rev-parse", "HEAD") or "unknown",
         "git_dirty": bool(_git("status", "--porcelain")),
         "python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
