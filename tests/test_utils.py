@@ -31,3 +31,15 @@ def test_progress_prints_the_final_state_once_when_not_a_tty():
     bar.close()
     lines = out.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].startswith("x 3/3 (100%)")
+
+
+def test_atomic_write_gives_the_file_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "submission.json", "{}")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -24,6 +24,7 @@ def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], Any]) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would have
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -35,6 +36,12 @@ def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], Any]) ->
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
