@@ -148,6 +148,14 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run(small_
     assert_same_weights(straight.model.state_dict(), resumed.model.state_dict(), atol=0)
 
 
+def test_max_train_seconds_stops_training_at_its_deadline_and_still_checkpoints(small_dataset, tmp_path):
+    t0 = time.perf_counter()
+    trainer = run(tiny_cfg(small_dataset, tmp_path, epochs=100000, max_train_seconds=1.0, evaluate=False))
+    assert 0 < trainer.step < trainer.total_steps
+    assert time.perf_counter() - t0 < 30
+    assert latest_checkpoint(trainer.run_dir).name == f"step_{trainer.step}"
+
+
 def test_a_global_batch_larger_than_an_epoch_is_an_error_not_a_silent_zero_step_run(small_dataset, tmp_path):
     with pytest.raises(ConfigError, match="larger than one epoch"):
         Trainer(tiny_cfg(small_dataset, tmp_path, global_batch_size=4096)).setup()

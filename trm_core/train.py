@@ -158,6 +158,7 @@ class Trainer:
         self.carries: list | None = None
         self.history: list[dict] = []
         self.run_dir: Path | None = None
+        self._last_eval_step: int | None = None
 
     # --- setup ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -361,8 +362,7 @@ class Trainer:
                                       f"acc {metrics.get('train/accuracy', 0):.3f}")
                 if cfg.checkpoint_every_n_steps and self.step % cfg.checkpoint_every_n_steps == 0:
                     self.save_checkpoint()
-                out_of_time = cfg.max_train_seconds is not None and time.perf_counter() - start > cfg.max_train_seconds
-                if self.step >= self.total_steps or out_of_time:
+                if self.step >= self.total_steps or self._out_of_time(start):
                     stop = True
                     break
             else:
@@ -370,13 +370,21 @@ class Trainer:
                 self.batch_in_epoch = 0
                 if self.epoch % eval_every == 0 and self.epoch // eval_every > cfg.min_eval_interval - 1:
                     self._evaluate_and_checkpoint()
-                continue
         bar.close()
         self._evaluate_and_checkpoint(final=True)
         return last_metrics
 
+    def _out_of_time(self, start: float) -> bool:
+        """Past `max_train_seconds` on any rank: decided together, or one rank would leave the others waiting
+        in the next all-reduce."""
+        if self.cfg.max_train_seconds is None:
+            return False
+        late = torch.tensor([float(time.perf_counter() - start > self.cfg.max_train_seconds)], device=self.info.device)
+        trm_dist.all_reduce_sum_([late], self.info)
+        return bool(late.item() > 0)
+
     def _evaluate_and_checkpoint(self, final: bool = False) -> None:
-        if final and getattr(self, "_last_eval_step", None) == self.step:
+        if final and self._last_eval_step == self.step:
             return
         self._last_eval_step = self.step
         self.evaluate()
