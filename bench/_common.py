@@ -133,3 +133,20 @@ def cuda_sync() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def device_plan(devices: Sequence[str], compile_mode: str | None) -> list[tuple[str, list[bool]]]:
+    """(device, compile settings to time) for each requested device; CUDA is skipped, with a message, without a GPU.
+
+    `compile_mode` off | on | both; None = both on CUDA (compiled is the default there), off on CPU.
+    """
+    import torch
+
+    plan = []
+    for device in devices:
+        if device == "cuda" and not torch.cuda.is_available():
+            print("no CUDA device: skipping the GPU (bf16) rows", file=sys.stderr)
+            continue
+        mode = compile_mode or ("both" if device == "cuda" else "off")
+        plan.append((device, {"off": [False], "on": [True], "both": [False, True]}[mode]))
+    return plan

@@ -26,7 +26,7 @@ import time
 
 import _common  # noqa: F401  (puts the repo on sys.path)
 import torch
-from _common import cuda_sync, finish, record
+from _common import cuda_sync, device_plan, finish, record
 
 from trm_core.config import ArchConfig, load_yaml
 from trm_core.model import build_model, predict
@@ -89,12 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     rec = record(argv)
     rows = []
-    for device in args.devices:
-        if device == "cuda" and not torch.cuda.is_available():
-            print("no CUDA device: skipping the GPU (bf16) rows", file=sys.stderr)
-            continue
-        modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile or
-                                                                     ("both" if device == "cuda" else "off")]
+    for device, modes in device_plan(args.devices, args.compile):
         for model in args.models:
             for canvas in args.canvas:
                 for steps in args.steps or ([16] if device == "cuda" else [1]):

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 import _common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
-from _common import cuda_sync, finish, record
+from _common import cuda_sync, device_plan, finish, record
 
 from trm_core import dist as trm_dist
 from trm_core.config import load_yaml
@@ -134,12 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     rec = record(argv)
     rows = []
-    for device in args.devices:
-        if device == "cuda" and not torch.cuda.is_available():
-            print("no CUDA device: skipping the GPU (bf16) rows", file=sys.stderr)
-            continue
-        modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile or
-                                                                     ("both" if device == "cuda" else "off")]
+    for device, modes in device_plan(args.devices, args.compile):
         for model in args.models:
             canvases = args.canvas or ([30, 12] if model == "tiny" else [30])
             g, m, s = DEFAULTS[(model, device)]
