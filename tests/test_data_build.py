@@ -173,6 +173,19 @@ def test_small_canvas_skips_tasks_that_do_not_fit(tmp_path):
     assert load_split(tmp_path / "c12", "train")["inputs"].shape[1] == 144
 
 
+def test_without_colour_permutation_a_task_gets_its_distinct_dihedral_versions_only(tmp_path):
+    build_small(tmp_path / "d", num_aug=100, colour_permutation=False, enable_train_translation=False)
+    names = json.loads((tmp_path / "d" / "identifiers.json").read_text())[1:]
+    a = load_split(tmp_path / "d", "train")
+    g = a["group_indices"]
+    for k in range(len(g) - 1):
+        group = [names[i - 1] for i in a["puzzle_identifiers"][g[k]: g[k + 1]]]
+        assert 2 <= len(group) <= 8  # num_aug=100 asks for more than the 8 transforms can give
+        augs = [parse_aug_name(n) for n in group[1:]]
+        assert all(np.array_equal(perm, np.arange(10)) for _, _, perm in augs)
+        assert len({tid for _, tid, _ in augs}) == len(augs) and 0 not in {tid for _, tid, _ in augs}
+
+
 def test_bad_flags_raise_value_errors_naming_the_value(tmp_path):
     with pytest.raises(ValueError, match=r"test_set_names \['evaluation2'\] are not among subsets"):
         build_dataset(ARC_PREFIX, tmp_path, ["manual_evaluation"], test_set_names=["evaluation2"])

@@ -71,12 +71,18 @@ def _task_rng(seed: int, subset: str, task_id: str, stream: int) -> np.random.Ge
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
-def plan_augmentations(grids: Sequence[np.ndarray], num_aug: int,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def plan_augmentations(grids: Sequence[np.ndarray], num_aug: int, rng: np.random.Generator,
+                       colour_permutation: bool = True,
+                       dihedral_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Choose up to `num_aug` augmentations whose augmented grids differ from each other and from the original.
 
     Returns (tids (K,), perms (K, 10)) with the original (0, identity) first. A trial's dedup key is every grid
     after the augmentation, with its shape, so two trials are duplicates exactly when they give the same task.
+    With `colour_permutation=False` only the 8 dihedral transforms are used (identity colours), in order
+    1..7, so a task has at most 7 augmented versions besides the original whatever `num_aug` asks. With
+    `dihedral_first=True` those plain dihedral versions come first and random (transform, permutation) pairs
+    fill the rest: tasks whose rule names colours keep versions that state it as given, while the permuted
+    versions teach colour-blind rules (copy, tile, mirror); voting lets whichever group agrees win.
     """
     # Per transform, the concatenated [h+10, w+10, raster...] of all grids; shapes are offset by 10 so that
     # one 41-entry lookup can colour-map rasters (0..9) and leave shapes (11..40) alone.
@@ -87,6 +93,15 @@ def plan_augmentations(grids: Sequence[np.ndarray], num_aug: int,
     identity = np.arange(10, dtype=np.uint8)
     seen = {base_keys[0].tobytes()}
     tids, perms = [0], [identity]
+    if dihedral_first or not colour_permutation:
+        for tid in range(1, 8):
+            key = base_keys[tid].tobytes()
+            if len(tids) <= num_aug and key not in seen:
+                seen.add(key)
+                tids.append(tid)
+                perms.append(identity)
+        if not colour_permutation:
+            return np.array(tids, dtype=np.uint8), np.stack(perms).astype(np.uint8)
     max_trials = RETRIES_FACTOR * num_aug
     # Most tasks need about num_aug trials; few-colour tasks run out of distinct ones and use more batches.
     batch = max(1, min(num_aug + 1, _KEY_BUDGET // base_keys.shape[1]))
@@ -222,12 +237,15 @@ def build_dataset(input_file_prefix: str | None, output_dir: str | Path, subsets
                   puzzle_identifiers_start: int = 1, train_only_subsets: Sequence[str] = (),
                   enable_train_translation: bool = True, canvas_size: int = 30, skip_invalid: bool = False,
                   chunk_rows: int = 16384, progress: bool = True,
-                  sources: Sequence[tuple[str, Path, Path | None]] | None = None) -> dict:
+                  sources: Sequence[tuple[str, Path, Path | None]] | None = None,
+                  colour_permutation: bool = True, dihedral_first: bool = False) -> dict:
     """Build an augmented ARC dataset in upstream's layout under `output_dir` and return a summary dict.
 
     `sources`, a list of (subset name, challenges file, solutions file or None), replaces the lookup of
     `{input_file_prefix}_{subset}_challenges.json[.gz]` (the Kaggle runner points at one file directly).
     Tasks with a grid larger than `canvas_size` are skipped and listed in the summary's `problems`.
+    `colour_permutation=False` augments with the dihedral transforms only (at most 8 versions of a task);
+    `dihedral_first=True` puts the plain dihedral versions first, then random colour-permuted ones.
     """
     t_start = time.monotonic()
     if sources is not None:
@@ -278,7 +296,8 @@ def build_dataset(input_file_prefix: str | None, output_dir: str | Path, subsets
         else:
             dropped_unsolved += len(test_pairs)
         grids = [g for pair in train_pairs + to_test for g in pair]
-        tids, perms = plan_augmentations(grids, num_aug, _task_rng(seed, subset, task.task_id, 0))
+        tids, perms = plan_augmentations(grids, num_aug, _task_rng(seed, subset, task.task_id, 0),
+                                         colour_permutation, dihedral_first)
         plans.append(_Plan(subset, task, train_pairs, to_test, tids, perms, next_id))
         next_id += len(tids)
         bar.update()
@@ -369,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--enable-train-translation", action=argparse.BooleanOptionalAction, default=True,
                         help="random placement of train/ pairs on the canvas")
     parser.add_argument("--canvas-size", type=int, default=30, help="canvas side; seq_len = canvas_size**2")
+    parser.add_argument("--colour-permutation", action=argparse.BooleanOptionalAction, default=True,
+                        help="permute colours 1-9 in augmentations (--no-colour-permutation: dihedral only, "
+                             "at most 8 versions per task)")
+    parser.add_argument("--dihedral-first", action="store_true",
+                        help="the plain dihedral versions (original colours) first, then random colour permutations")
     parser.add_argument("--skip-invalid", action="store_true", help="report malformed tasks and skip them")
     parser.add_argument("--chunk-rows", type=int, default=16384, help="rows encoded at once (bounds memory)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -386,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = build_dataset(args.input_file_prefix, args.output_dir, args.subsets or [], test_names,
                                 args.num_aug, args.seed, args.puzzle_identifiers_start, args.train_only_subsets,
                                 args.enable_train_translation, args.canvas_size, args.skip_invalid,
-                                args.chunk_rows, not args.no_progress, sources)
+                                args.chunk_rows, not args.no_progress, sources,
+                                colour_permutation=args.colour_permutation, dihedral_first=args.dihedral_first)
     except ValueError as e:  # TaskError included: a bad flag or task file is the user's to fix, not a traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
