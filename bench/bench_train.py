@@ -71,13 +71,8 @@ def make_trainer(model: str, canvas: int, device: str, global_batch: int, micro:
                       lr=1e-4, lr_warmup_steps=1, progress=False, device=device)
     info = trm_dist.DistInfo(device=torch.device(device))
     trainer = Trainer(cfg, info)
-    # What Trainer._setup_data would derive from a dataset: its metadata and the batch layout.
-    trainer.train_data = SimpleNamespace(metadata=SimpleNamespace(
-        seq_len=canvas * canvas, vocab_size=12, num_puzzle_identifiers=num_ids, canvas_size=canvas))
-    trainer.local_batch, trainer.micro, trainer.n_micro = global_batch, micro, global_batch // micro
-    trainer.total_steps, trainer.freeze_until_step = 10**9, 0
-    trainer._setup_model()
-    trainer._setup_optimizers()
+    trainer.setup_without_data(SimpleNamespace(seq_len=canvas * canvas, vocab_size=12, num_puzzle_identifiers=num_ids,
+                                               canvas_size=canvas))
     return trainer
 
 

@@ -245,3 +245,16 @@ def test_the_run_folder_holds_config_commands_environment_metrics_and_curves(sma
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "train/lm_loss" in r] == [1, 2, 3]
     assert (run_dir / "checkpoints" / "step_3" / "model.pt").exists()
+
+
+def test_a_trainer_set_up_from_metadata_alone_trains_exactly_like_a_full_setup(small_dataset, tmp_path):
+    full = Trainer(tiny_cfg(small_dataset, tmp_path / "full"))
+    full.setup()
+    bare = Trainer(tiny_cfg(small_dataset, tmp_path / "bare"))
+    bare.setup_without_data(full.metadata, total_steps=full.total_steps)
+    assert not (tmp_path / "bare").exists()  # no run folder, no dataset read
+    batches = iter(full.train_data.iter_train(0))
+    for _ in range(2):
+        batch = next(batches)
+        assert full.train_step(batch)["train/lm_loss"] == bare.train_step(batch)["train/lm_loss"]
+    assert_same_weights(full.model.state_dict(), bare.model.state_dict(), atol=0)

@@ -201,17 +201,11 @@ class Trainer:
         cfg, info = self.cfg, self.info
         if not cfg.data_paths:
             raise ConfigError("data_paths is empty: pass data_paths=\"[path/to/built/dataset]\" (see trm build-data)")
-        if cfg.global_batch_size % info.world_size:
-            raise ConfigError(f"global_batch_size ({cfg.global_batch_size}) must be divisible by the number of "
-                              f"processes ({info.world_size})")
+        self._set_batch_layout()  # batch errors before the dataset is read
         self.train_data = PuzzleDataset(cfg.data_paths, "train", global_batch_size=cfg.global_batch_size,
                                         rank=info.rank, world_size=info.world_size, seed=cfg.seed,
                                         max_examples_per_puzzle=cfg.max_examples_per_puzzle)
-        self.local_batch = cfg.global_batch_size // info.world_size
-        self.micro = cfg.micro_batch_size or self.local_batch
-        if self.local_batch % self.micro:
-            raise ConfigError(f"micro_batch_size ({self.micro}) must divide the per-process batch ({self.local_batch})")
-        self.n_micro = self.local_batch // self.micro
+        self.metadata = self.train_data.metadata
         if self.train_data.batches_per_epoch(0) == 0:
             raise ConfigError(f"global_batch_size ({cfg.global_batch_size}) is larger than one epoch of "
                               f"{cfg.data_paths} ({self.train_data.rows_per_epoch(0)} rows: one augmented version "
@@ -224,10 +218,34 @@ class Trainer:
             full = self.train_data.total_train_steps(cfg.epochs)
             self.freeze_until_step = math.ceil(full * cfg.freeze_weights_epochs / cfg.epochs)
 
+    def _set_batch_layout(self) -> None:
+        cfg = self.cfg
+        if cfg.global_batch_size % self.info.world_size:
+            raise ConfigError(f"global_batch_size ({cfg.global_batch_size}) must be divisible by the number of "
+                              f"processes ({self.info.world_size})")
+        self.local_batch = cfg.global_batch_size // self.info.world_size
+        self.micro = cfg.micro_batch_size or self.local_batch
+        if self.local_batch % self.micro:
+            raise ConfigError(f"micro_batch_size ({self.micro}) must divide the per-process batch ({self.local_batch})")
+        self.n_micro = self.local_batch // self.micro
+
+    def setup_without_data(self, metadata, total_steps: int | None = None) -> None:
+        """The model and optimizers `setup()` would build for a dataset described by `metadata` (a
+        `DatasetMetadata`, or anything with seq_len, vocab_size and num_puzzle_identifiers), without reading one
+        or writing a run folder: for benchmarks and custom loops that call `train_step` with their own batches.
+        `total_steps` sizes the learning-rate schedule (default: `max_steps`, else flat after warmup)."""
+        seed_everything(self.cfg.seed + self.info.rank)
+        self.train_data, self.metadata = None, metadata
+        self._set_batch_layout()
+        self.total_steps = total_steps or self.cfg.max_steps or 10**9
+        self.freeze_until_step = 0
+        self._setup_model()
+        self._setup_optimizers()
+
     def _setup_model(self) -> None:
         from trm_core.model import ACTLossHead, build_model
 
-        cfg, meta = self.cfg, self.train_data.metadata
+        cfg, meta = self.cfg, self.metadata
         if cfg.load_checkpoint:
             from trm_core.checkpoint import load_checkpoint
 
