@@ -119,6 +119,15 @@ def test_each_mode_maps_to_its_training_recipe(mode, tmp_path):
     assert cfg.puzzle_emb_lr == 3e-3 and cfg.max_train_seconds == 60.0 and cfg.eval_interval is None
 
 
+def test_lr_min_ratio_reaches_the_training_config_and_defaults_to_the_recipes():
+    kwargs = dict(data_path="d", output_dir="o", run_name="r", weights=None, arch={}, batch_size=8,
+                  micro_batch_size=None, steps=100, epochs=8, max_train_seconds=None, lr=None, puzzle_emb_lr=None,
+                  lr_warmup_steps=None, lora_rank=None, ema=None, seed=1, device="cpu", eval_batch_size=4,
+                  progress=False)
+    assert mode_train_config("full", **kwargs).lr_min_ratio == 1.0  # upstream: flat after warmup
+    assert mode_train_config("full", **kwargs, lr_min_ratio=0.1).lr_min_ratio == 0.1
+
+
 # --- fallback submissions ---------------------------------------------------------------------------------
 
 def test_fallback_submission_of_the_placeholder_file_is_valid(tmp_path):
@@ -176,6 +185,21 @@ def test_a_task_list_runs_as_a_challenges_file_and_is_scored_with_its_source_sol
     assert result["status"] == "ok", result["errors"]
     assert set(json.loads((out / "submission.json").read_text())) == {"0520fde7", "0ca9ddb6"}
     assert result["score"] is not None and result["test_outputs"] == 2
+    assert result["steps_done"] == 3
+
+
+def test_dihedral_only_augmentation_reaches_the_built_dataset(tmp_path):
+    data, _ = kaggle_tree(tmp_path)
+    out = tmp_path / "working"
+    result = run_kaggle(KaggleRunConfig(
+        data_dir=str(data), weights="scratch", output_dir=str(out), budget_minutes=2.0, mode="full", steps=2,
+        batch_size=4, train_aug=50, colour_permutation=False, vote_aug=50, warmup_steps=2, canvas_size=10,
+        arch=TINY_ARCH, device="cpu", progress=False))
+    assert result["status"] == "ok", result["errors"]
+    names = json.loads((out / "trm_work" / "data" / "identifiers.json").read_text())[1:]
+    augmented = [n for n in names if "|||" in n]
+    assert augmented and all(n.endswith("|||0123456789") for n in augmented)
+    assert len(names) <= 8 * len({n.split("|||")[0] for n in names})
 
 
 def test_a_failing_phase_keeps_the_fallback_and_returns_a_status(tmp_path):

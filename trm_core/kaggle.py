@@ -78,6 +78,10 @@ class KaggleRunConfig:
     lora_rank: int | None = None  # None = the lora config's rank (1)
     ema: bool | None = None  # None = the mode's config value
     train_aug: int = 1000  # augmented versions per task in the training data
+    colour_permutation: bool = True  # False: augment with the 8 dihedral transforms only (<= 8 versions per task)
+    dihedral_first: bool = False  # the plain dihedral versions first, then random colour permutations
+    train_translation: bool = True  # random placement of the training pairs on the canvas (upstream's default)
+    lr_min_ratio: float | None = None  # cosine decay to lr x this at the planned last step; None = the config's
     vote_aug: int = 512  # augmented versions per test input that vote (lowered if time is short)
     seed: int = 0
     warmup_steps: int = 20  # steps timed before planning (the first third is dropped: compile, caches)
@@ -174,7 +178,7 @@ def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: s
                       arch: dict, batch_size: int, micro_batch_size: int | None, steps: int, epochs: int,
                       max_train_seconds: float | None, lr: float | None, puzzle_emb_lr: float | None,
                       lr_warmup_steps: int | None, lora_rank: int | None, ema: bool | None, seed: int,
-                      device: str, eval_batch_size: int, progress: bool):
+                      device: str, eval_batch_size: int, progress: bool, lr_min_ratio: float | None = None):
     """The TrainConfig of one adaptation run (pure apart from reading the shipped YAML)."""
     from trm_core.train import load_config
 
@@ -193,6 +197,7 @@ def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: s
     cfg.puzzle_emb_lr = cfg.puzzle_emb_lr if puzzle_emb_lr is None else puzzle_emb_lr
     warmup = cfg.lr_warmup_steps if lr_warmup_steps is None else lr_warmup_steps
     cfg.lr_warmup_steps = min(warmup, max(1, steps // 10)) if lr_warmup_steps is None else warmup
+    cfg.lr_min_ratio = cfg.lr_min_ratio if lr_min_ratio is None else lr_min_ratio
     if mode == "lora" and lora_rank is not None:
         cfg.lora = dict(cfg.lora or {}, rank=lora_rank)
     cfg.ema = cfg.ema if ema is None else ema
@@ -509,7 +514,8 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         good_path.write_text(json.dumps(good))
         summary = build_dataset(None, data_dir, ["test"], test_set_names=["test"], num_aug=cfg.train_aug,
                                 seed=cfg.seed, canvas_size=canvas, skip_invalid=True, progress=cfg.progress,
-                                sources=[("test", good_path, None)])
+                                sources=[("test", good_path, None)], colour_permutation=cfg.colour_permutation,
+                                dihedral_first=cfg.dihedral_first, enable_train_translation=cfg.train_translation)
         for p in summary["problems"]:
             log.event(phase, "skipped", echo=False, problem=p)
         if summary["problems"]:
@@ -549,7 +555,7 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
                 micro_batch_size=cfg.micro_batch_size, steps=steps, epochs=epochs, max_train_seconds=seconds,
                 lr=cfg.lr, puzzle_emb_lr=cfg.puzzle_emb_lr, lr_warmup_steps=cfg.lr_warmup_steps,
                 lora_rank=cfg.lora_rank, ema=cfg.ema, seed=cfg.seed, device=device,
-                eval_batch_size=cfg.eval_batch_size, progress=cfg.progress)
+                eval_batch_size=cfg.eval_batch_size, progress=cfg.progress, lr_min_ratio=cfg.lr_min_ratio)
 
         def left() -> float:
             return budget_s - (time.monotonic() - t0)
@@ -601,6 +607,7 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
             main_cfg = train_config(cfg.mode, "adapt", plan.train_steps, plan.train_s)
             checkpoint = _train(main_cfg, nproc, work, log, phase, plan.train_s + 2 * overhead_s + 60)
             done = _step_times(work / "runs" / "adapt")
+            result["steps_done"] = len(done)
             log.end(phase, steps_done=len(done), checkpoint=str(checkpoint))
         elif cfg.mode != "none":
             log.event("train", "skipped", reason="no time left for training: inferring with the warm-up weights")
@@ -703,6 +710,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lora-rank", type=int, default=None)
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--train-aug", type=int, default=d.train_aug, help="augmentations per task for training")
+    p.add_argument("--colour-permutation", action=argparse.BooleanOptionalAction, default=d.colour_permutation,
+                   help="permute colours in augmentations (--no-colour-permutation: the 8 dihedral transforms only)")
+    p.add_argument("--dihedral-first", action=argparse.BooleanOptionalAction, default=d.dihedral_first,
+                   help="augment with the plain dihedral versions first, then random colour permutations")
+    p.add_argument("--train-translation", action=argparse.BooleanOptionalAction, default=d.train_translation,
+                   help="random placement of training pairs on the canvas")
+    p.add_argument("--lr-min-ratio", type=float, default=None,
+                   help="cosine decay to lr x this at the planned last step (default: the mode's config, 1 = flat)")
     p.add_argument("--vote-aug", type=int, default=d.vote_aug, help="augmentations per test input that vote")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)

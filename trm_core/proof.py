@@ -5,10 +5,11 @@
     # any challenges file (solutions from a file, or inline "output"s on the test pairs)
     python -m trm_core.proof --tasks my_challenges.json --solutions my_solutions.json --budget-minutes 5
 
-One command does what a user would do by hand, with the product's own pieces: `trm_core.data.build` (a compact
-canvas, dihedral x colour augmentations), `trm_core.train.run` (the real trainer, stopped by `max_train_seconds`)
-and its end-of-training evaluation (`trm_core.evaluate`: inference on every augmented test input, voting, pass@K).
-The test outputs are never trained on: the tasks form a test set, so only their demonstration pairs go to train/.
+One command runs the product's own Kaggle pipeline (`trm_core.kaggle.run_kaggle`, mode `full`, weights `scratch`)
+on the tasks: a compact-canvas augmented dataset of their demonstration pairs, a few timed warm-up steps and one
+timed inference batch to size training to the budget, the real trainer, then voting over every augmented test
+input and a submission.json. The test outputs are never trained on: the runner is given the test inputs only,
+and the solutions score its final submission.
 
 It prints pass@2 next to two baselines on the same tasks: the test input unchanged, and the most common
 demonstration output (the first one seen on ties). Where the time goes (build / train / eval) and the load average
@@ -26,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,8 @@ PROOF_DEFAULTS: dict[str, Any] = {
              "loss_type": "softmax_cross_entropy"},
     "num_aug": 100,  # augmented versions per task (train and test); each gets its own puzzle embedding
     "canvas": None,  # None = the largest grid side + 2 (EOS + room to translate), at most 30
+    "colour_permutation": True,  # False: the 8 dihedral transforms only
+    "dihedral_first": False,  # the plain dihedral versions first, then random colour permutations
     "translate": False,  # random placement on the canvas: a harder problem than this budget can learn
     "global_batch_size": 14,  # at most the demonstration pairs of one epoch (one augmented version per task)
     "lr": 2e-3,  # 5e-3 learns faster at first, then degrades; 1e-2 diverges
@@ -55,8 +56,10 @@ PROOF_DEFAULTS: dict[str, Any] = {
     "eval_max_augmentations": None,  # None = every augmented test input votes
     "seed": 0,
     "max_steps": None,  # stop after this many optimizer steps even if time is left (smoke tests)
+    "lr_min_ratio": 1.0,  # cosine decay of both learning rates to lr x this at the planned last step
+    "ema": False,
+    "safety_margin": 0.02,  # fraction of the budget left free at the end (load on shared machines varies)
 }
-EVAL_MARGIN = 1.5  # reserve this multiple of the measured inference time (load on shared machines varies)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -96,105 +99,78 @@ def max_grid_side(challenges: dict) -> int:
 # The run
 # ----------------------------------------------------------------------------------------------------------
 
-def _estimate_eval_seconds(arch: dict, seq_len: int, rows: int, batch: int) -> float:
-    """Time one eval batch of a fresh model (same cost as a trained one) and scale to `rows`."""
-    import torch
+def kaggle_config(settings: dict, challenges_file: Path, solutions_file: Path, out: Path, canvas: int,
+                  budget_minutes: float, progress: bool):
+    """The proof as a Kaggle run: scratch weights, mode full, its settings, no hidden-rerun factor."""
+    from trm_core.kaggle import KaggleRunConfig
 
-    from trm_core.config import ArchConfig
-    from trm_core.model import build_model, predict
-
-    cfg = ArchConfig(**dict(arch, seq_len=seq_len, vocab_size=12, num_puzzle_identifiers=2))
-    model = build_model(cfg)
-    n = min(batch, rows)
-    inputs = torch.randint(0, 12, (n, seq_len))
-    ids = torch.ones(n, dtype=torch.int32)
-    predict(model, inputs, ids)  # warm-up (allocator, thread pool)
-    t0 = time.perf_counter()
-    predict(model, inputs, ids)
-    return (time.perf_counter() - t0) * math.ceil(rows / n)
+    s = settings
+    return KaggleRunConfig(
+        challenges_file=str(challenges_file), solutions_file=str(solutions_file), weights="scratch",
+        output_dir=str(out), work_dir=str(out / "work"), budget_minutes=budget_minutes, mode="full",
+        steps=s["max_steps"], batch_size=s["global_batch_size"], eval_batch_size=s["eval_batch_size"],
+        lr=s["lr"], puzzle_emb_lr=s["puzzle_emb_lr"], lr_warmup_steps=s["lr_warmup_steps"],
+        lr_min_ratio=s["lr_min_ratio"], ema=s["ema"], train_aug=s["num_aug"],
+        colour_permutation=s["colour_permutation"], dihedral_first=s["dihedral_first"], train_translation=s["translate"],
+        vote_aug=s["num_aug"] if s["eval_max_augmentations"] is None else s["eval_max_augmentations"],
+        seed=s["seed"], hidden_rerun_factor=1.0, safety_margin=s["safety_margin"], device="cpu", nproc=1,
+        canvas_size=canvas, arch=dict(s["arch"]), progress=progress)
 
 
 def run_proof(challenges: dict, solutions: dict, out_dir: str | Path, *, budget_minutes: float = 10.0,
               settings: dict | None = None, progress: bool = True) -> dict:
-    """Build, train and evaluate within `budget_minutes`; return scores, timings and the load average."""
-    from trm_core.data.build import build_dataset
-    from trm_core.train import TrainConfig, run
+    """Build, train and evaluate within `budget_minutes` with `trm_core.kaggle.run_kaggle` (the same runner
+    as a Kaggle submission: measured step and inference times size the training); return scores, timings and
+    the load average."""
+    from trm_core.kaggle import run_kaggle
 
     s = {**PROOF_DEFAULTS, **(settings or {})}
     s["arch"] = {**PROOF_DEFAULTS["arch"], **(settings or {}).get("arch", {})}
+    unknown = sorted(set(s) - set(PROOF_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown proof setting(s) {unknown}; known: {', '.join(PROOF_DEFAULTS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
     load_start = _loadavg()
 
-    # 1. Data: the tasks form one test set, so only their demonstrations are trained on.
-    (out / "challenges.json").write_text(json.dumps(challenges))
-    (out / "solutions.json").write_text(json.dumps(solutions))
+    # The tasks form one test set: only their demonstrations are trained on (the runner never sees solutions
+    # except to score the final submission).
+    challenges_file, solutions_file = out / "challenges.json", out / "solutions.json"
+    challenges_file.write_text(json.dumps({t: {"train": task["train"],
+                                               "test": [{"input": p["input"]} for p in task["test"]]}
+                                           for t, task in challenges.items()}))
+    solutions_file.write_text(json.dumps(solutions))
     canvas = s["canvas"] or min(30, max_grid_side(challenges) + 2)
-    data_dir = out / "data"
-    summary = build_dataset(None, data_dir, ["proof"], test_set_names=["proof"], num_aug=s["num_aug"],
-                            canvas_size=canvas, enable_train_translation=s["translate"], progress=False,
-                            sources=[("proof", out / "challenges.json", out / "solutions.json")])
-    if summary["problems"]:
-        raise ValueError("some tasks could not be used:\n" + "\n".join(summary["problems"]))
-    t_build = time.perf_counter() - t_start
-    # An epoch visits one augmented version of each task and the trainer drops its last incomplete batch, so a
-    # batch larger than the epoch would never train.
-    batch = min(s["global_batch_size"], sum(len(t["train"]) for t in challenges.values()))
+    cfg = kaggle_config(s, challenges_file, solutions_file, out, canvas, budget_minutes, progress)
+    result = run_kaggle(cfg)
+    if result["status"] != "ok":
+        raise RuntimeError("the run did not finish: " + "; ".join(result["errors"] or [result["status"]]))
 
-    # 2. Train for what the budget leaves after the (measured) cost of evaluation.
-    test_rows = summary["test"]["examples"]
-    if s["eval_max_augmentations"] is not None:
-        n_inputs = sum(len(t["test"]) for t in challenges.values())
-        test_rows = min(test_rows, n_inputs * (s["eval_max_augmentations"] + 1))
-    eval_est = _estimate_eval_seconds(s["arch"], canvas * canvas, test_rows, s["eval_batch_size"])
-    train_seconds = budget_minutes * 60 - (time.perf_counter() - t_start) - EVAL_MARGIN * eval_est - 5
-    if train_seconds < 10:
-        raise ValueError(f"a {budget_minutes} min budget leaves {train_seconds:.0f} s to train after evaluation "
-                         f"(~{eval_est:.0f} s for {test_rows} test rows): raise --budget-minutes or lower num_aug")
-    cfg = TrainConfig(arch=dict(s["arch"]), data_paths=[str(data_dir)], global_batch_size=batch,
-                      epochs=100000, eval_interval=None, max_steps=s["max_steps"],
-                      max_train_seconds=train_seconds, lr=s["lr"],
-                      lr_warmup_steps=s["lr_warmup_steps"], weight_decay=s["weight_decay"],
-                      puzzle_emb_lr=s["puzzle_emb_lr"], puzzle_emb_weight_decay=s["puzzle_emb_weight_decay"],
-                      eval_batch_size=s["eval_batch_size"], eval_max_augmentations=s["eval_max_augmentations"],
-                      seed=s["seed"], output_dir=str(out), run_name="run", device="cpu",
-                      checkpoint_every_eval=False, keep_last_checkpoints=1, progress=progress, log_every=10)
-    t0 = time.perf_counter()
-    trainer = run(cfg, command=["trm_core.proof"])
-    t_total = time.perf_counter() - t_start
-    evals = [h for h in trainer.history if "ARC/pass@2" in h]
-    if not evals:
-        raise RuntimeError("the trainer did not evaluate (is there a test split in the built dataset?)")
-    metrics = evals[-1]
-    t_eval = metrics.get("eval/inference_seconds", 0.0) + metrics.get("eval/voting_seconds", 0.0)
-    train_logs = [h for h in trainer.history if "train/lm_loss" in h]
-    solved = []
-    per_task = trainer.run_dir / "eval" / f"step_{trainer.step}" / "per_task.csv"
-    if per_task.exists():  # written by trm_core.evaluate
-        import csv
+    from trm_core.evaluate import score_submission
 
-        with open(per_task, newline="") as f:
-            solved = [r["task_id"] for r in csv.DictReader(f) if r["pass@2"] and float(r["pass@2"]) > 0]
-
+    value, per_task = score_submission(result["submission"], solutions)
+    solved = [t for t, r in per_task.items() if all(r)]
     baselines = {"test input unchanged": baseline_identity(challenges),
                  "most common training output": baseline_most_common_output(challenges)}
     n_tasks = len(challenges)
-    rows = [{"method": "TRM (this run)", "pass@2": metrics["ARC/pass@2"],
-             "tasks solved": round(metrics["ARC/pass@2"] * n_tasks), "tasks": n_tasks}]
+    rows = [{"method": "TRM (this run)", "pass@2": value, "tasks solved": len(solved), "tasks": n_tasks}]
     for name, sub in baselines.items():
-        value, n_solved = score(sub, solutions)
-        rows.append({"method": name, "pass@2": value, "tasks solved": n_solved, "tasks": n_tasks})
+        b_value, n_solved = score(sub, solutions)
+        rows.append({"method": name, "pass@2": b_value, "tasks solved": n_solved, "tasks": n_tasks})
+    plan = result["plan"] or {}
+    metrics = out / "work" / "runs" / "adapt" / "metrics.jsonl"
+    train_logs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+    phases = result["phases"]
     return {
-        "rows": rows, "canvas": canvas, "settings": s, "global_batch_size": batch, "steps": trainer.step,
-        "train_examples": summary["train"]["examples"],
-        "test_rows": summary["test"]["examples"], "final_train": train_logs[-1] if train_logs else {},
-        "seconds": {"build": round(t_build, 1), "train": round(time.perf_counter() - t0 - t_eval, 1),
-                    "eval": round(t_eval, 1), "total": round(t_total, 1), "eval_estimate": round(eval_est, 1),
-                    "train_budget": round(train_seconds, 1)},
+        "rows": rows, "canvas": canvas, "settings": s, "global_batch_size": plan.get("batch_size"),
+        "steps": result.get("steps_done", 0), "planned_steps": plan.get("train_steps"),
+        "test_rows": plan.get("rows"), "final_train": train_logs[-1] if train_logs else {},
+        "seconds": {"build": phases.get("build", 0.0), "train": phases.get("train", 0.0),
+                    "eval": phases.get("infer", 0.0), "total": result["seconds"],
+                    "other": round(result["seconds"] - sum(phases.get(k, 0.0) for k in ("build", "train", "infer")),
+                                   1)},
         "loadavg": {"start": load_start, "end": _loadavg()}, "cpu_count": os.cpu_count(),
-        "solved": solved, "run_dir": str(trainer.run_dir),
-        "eval_metrics": {k: v for k, v in metrics.items() if k.startswith("ARC/")},
+        "solved": solved, "kaggle_log": str(out / "kaggle_log.jsonl"), "plan": plan,
     }
 
 
@@ -210,10 +186,11 @@ def format_result(result: dict) -> str:
     lines += [f"| {r['method']} | {r['pass@2']:.2f} | {r['tasks solved']} / {r['tasks']} |" for r in result["rows"]]
     sec = result["seconds"]
     lines.append(f"\nsolved by TRM: {', '.join(result['solved']) or 'none'}")
-    lines.append(f"canvas {result['canvas']}x{result['canvas']}, {result['steps']} optimizer steps at batch "
-                 f"{result['global_batch_size']}, {result['train_examples']} train rows, "
-                 f"{result['test_rows']} augmented test inputs")
-    lines.append(f"time: build {sec['build']} s, train {sec['train']} s, eval {sec['eval']} s, total {sec['total']} s; "
+    lines.append(f"canvas {result['canvas']}x{result['canvas']}, {result['steps']} optimizer steps "
+                 f"(planned {result['planned_steps']}) at batch {result['global_batch_size']}, "
+                 f"{result['test_rows']} augmented test inputs voted")
+    lines.append(f"time: build {sec['build']} s, train {sec['train']} s, eval {sec['eval']} s, "
+                 f"warm-up/measure/other {sec['other']} s, total {sec['total']} s; "
                  f"load average {result['loadavg']['start']} -> {result['loadavg']['end']} on "
                  f"{result['cpu_count']} CPUs")
     return "\n".join(lines)
@@ -255,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         challenges, solutions, _ = load_task_file(args.tasks, args.solutions)
         result = run_proof(challenges, solutions, args.output_dir, budget_minutes=args.budget_minutes,
                            settings=settings, progress=not args.no_progress)
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:
         print(f"proof: {e}", file=sys.stderr)
         return 2
     Path(args.output_dir, "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
