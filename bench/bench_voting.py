@@ -1,4 +1,4 @@
-"""Voting speed: trm_core.evaluate.vote vs a per-row re-implementation of upstream's evaluator loop.
+"""Voting speed: trm_core.voting.vote vs a per-row re-implementation of upstream's evaluator loop.
 
     python bench/bench_voting.py                     # small (seconds) and ARC-AGI-2-sized (~172k rows)
     python bench/bench_voting.py --sizes small --json /tmp/voting.json
@@ -34,7 +34,7 @@ from _common import REPO, finish, record
 from trm_core.data.arc import load_challenges_json
 from trm_core.data.augment import (apply_aug, aug_name, crop_tokens_batch, grid_to_tokens,
                                    inverse_dihedral_transform, random_colour_perm)
-from trm_core.evaluate import vote
+from trm_core.voting import vote
 
 DATA = REPO / "data" / "arc"
 SIZES = {"small": 10, "arc2": 1000}  # augmentations per task

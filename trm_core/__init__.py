@@ -10,9 +10,10 @@ Public API (see README.md):
 
 from trm_core.checkpoint import load_checkpoint
 from trm_core.config import ArchConfig
-from trm_core.evaluate import (make_submission, pass_at_k, run_eval, score_submission, validate_submission,
-                               vote)
+from trm_core.evaluate import run_eval
 from trm_core.model import TRM, build_model, predict
+from trm_core.submission import make_submission, score_submission, validate_submission
+from trm_core.voting import pass_at_k, vote
 
 __version__ = "0.1.0"
 

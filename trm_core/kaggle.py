@@ -243,7 +243,7 @@ def fallback_challenges(challenges: dict) -> dict:
 def write_fallback_submission(challenges: dict | str | Path, path: str | Path) -> dict:
     """Write (atomically) and return a valid submission whose attempts are the test inputs ([[0]] if unusable)."""
     from trm_core.data.arc import load_challenges_json
-    from trm_core.evaluate import write_submission
+    from trm_core.submission import write_submission
 
     raw = load_challenges_json(challenges) if isinstance(challenges, (str, Path)) else challenges
     sub = {t: [{"attempt_1": e["input"], "attempt_2": e["input"]} for e in task["test"]]
@@ -255,7 +255,7 @@ def write_fallback_submission(challenges: dict | str | Path, path: str | Path) -
 def check_submission(submission: dict | str | Path, challenges: dict | str | Path | None) -> list[str]:
     """Problems of a submission against a (possibly malformed) challenges file; [] = valid for Kaggle."""
     from trm_core.data.arc import load_challenges_json
-    from trm_core.evaluate import validate_submission
+    from trm_core.submission import validate_submission
 
     if challenges is None:
         return ["no challenges file was read: nothing to validate against"]
@@ -635,7 +635,7 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         problems = check_submission(merged, raw)
         if problems:
             raise RuntimeError("merged submission is invalid (kept the previous one): " + "; ".join(problems[:5]))
-        from trm_core.evaluate import write_submission
+        from trm_core.submission import write_submission
 
         write_submission(sub_path, merged)
         result["status"] = "ok"
@@ -650,7 +650,7 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
             except Exception as e2:  # noqa: BLE001
                 result["errors"].append(f"fallback: {type(e2).__name__}: {e2}")
     if solutions_file and sub_path.is_file():
-        from trm_core.evaluate import score_submission
+        from trm_core.submission import score_submission
 
         try:
             result["score"], per_task = score_submission(sub_path, solutions_file)

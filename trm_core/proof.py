@@ -84,7 +84,7 @@ def baseline_most_common_output(challenges: dict) -> dict:
 
 def score(submission: dict, solutions: dict) -> tuple[float, int]:
     """(pass@2 over test outputs, tasks with every test output right)."""
-    from trm_core.evaluate import score_submission
+    from trm_core.submission import score_submission
 
     value, per_task = score_submission(submission, solutions)
     return value, sum(all(r) for r in per_task.values())
@@ -146,7 +146,7 @@ def run_proof(challenges: dict, solutions: dict, out_dir: str | Path, *, budget_
     if result["status"] != "ok":
         raise RuntimeError("the run did not finish: " + "; ".join(result["errors"] or [result["status"]]))
 
-    from trm_core.evaluate import score_submission
+    from trm_core.submission import score_submission
 
     value, per_task = score_submission(result["submission"], solutions)
     solved = [t for t, r in per_task.items() if all(r)]

@@ -1,0 +1,214 @@
+"""The ARC Prize submission.json: build, write, validate, score; `trm score` and `trm validate`.
+
+    trm score runs/arc2_eval/submission.json data/arc/arc-agi_evaluation2_solutions.json.gz
+    trm validate runs/arc2_eval/submission.json data/arc/arc-agi_evaluation2_challenges.json.gz
+
+`make_submission` (always complete: a test input with no usable prediction gets a fallback), `write_submission`
+(atomic), `validate_submission` (every problem, one line each), `score_submission` / `kaggle_score` (Kaggle's
+score: pass@2 over all test outputs). The candidates come from `trm_core.voting`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trm_core.utils import atomic_write_text
+from trm_core.voting import MAX_SIDE, Ranked
+
+FALLBACKS = ("input", "zeros")
+
+
+def _test_inputs_of(challenges: Mapping[str, Any]) -> dict[str, list[Any]]:
+    return {t: [pair["input"] for pair in task["test"]] for t, task in challenges.items()}
+
+
+def make_submission(challenges: Mapping[str, Any], ranked: Ranked, fallback: str = "input") -> dict:
+    """The ARC Prize submission for every task of `challenges` (raw challenges dict), test inputs in order.
+
+    attempt_1/attempt_2 are the two best candidates. Where fewer than two exist the gap is filled with the
+    fallback: "input" = the test input itself (right for the rare identity-like task, and always a valid grid),
+    "zeros" = [[0]]. So the file is complete whatever the model did.
+    """
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
+    sub = {}
+    for task_id, inputs in _test_inputs_of(challenges).items():
+        entries = []
+        for i, grid in enumerate(inputs):
+            attempts = [c.grid.tolist() for c in ranked.get((task_id, i), [])[:2]]
+            spare = [[int(v) for v in row] for row in grid] if fallback == "input" else [[0]]
+            while len(attempts) < 2:
+                attempts.append(spare)
+            entries.append({"attempt_1": attempts[0], "attempt_2": attempts[1]})
+        sub[task_id] = entries
+    return sub
+
+
+def write_submission(path: str | Path, submission: Mapping[str, Any]) -> Path:
+    """Write submission.json atomically (temp file in the same folder, fsync, os.replace)."""
+    return atomic_write_text(path, json.dumps(submission, separators=(",", ":")))
+
+
+def _load(obj_or_path: Any, what: str) -> tuple[Any, list[str]]:
+    if not isinstance(obj_or_path, (str, Path)):
+        return obj_or_path, []
+    from trm_core.data.arc import TaskError, load_challenges_json
+
+    try:
+        return load_challenges_json(obj_or_path), []
+    except TaskError as e:
+        return None, [f"{what}: {e}"]
+
+
+def _grid_problems(grid: Any, where: str) -> list[str]:
+    if not isinstance(grid, list):
+        return [f"{where}: grid must be a list of rows, got {type(grid).__name__}"]
+    if not grid:
+        return [f"{where}: grid has no rows (0x0)"]
+    problems = []
+    if len(grid) > MAX_SIDE:
+        problems.append(f"{where}: {len(grid)} rows, more than {MAX_SIDE}")
+    widths, not_lists, bad = set(), [], []
+    for r, row in enumerate(grid):
+        if not isinstance(row, list):
+            not_lists.append(r)
+            continue
+        widths.add(len(row))
+        bad.extend(v for v in row if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 9)
+    if not_lists:
+        problems.append(f"{where}: rows {not_lists[:5]} are not lists (a grid is a list of rows of ints)")
+    if bad:
+        problems.append(f"{where}: {len(bad)} values outside the integers 0..9, e.g. {bad[:3]!r}")
+    if 0 in widths:
+        problems.append(f"{where}: grid has an empty row")
+    if len(widths) > 1:
+        problems.append(f"{where}: rows have different lengths {sorted(widths)} (not rectangular)")
+    if widths and max(widths) > MAX_SIDE:
+        problems.append(f"{where}: {max(widths)} columns, more than {MAX_SIDE}")
+    return problems
+
+
+def validate_submission(submission: Any, challenges: Any) -> list[str]:
+    """Every problem that would make Kaggle reject or mis-score `submission` (dict or path) against
+    `challenges` (raw dict or path, .json or .json.gz); an empty list means the file is valid."""
+    if isinstance(submission, (str, Path)):
+        try:
+            with open(submission, encoding="utf-8") as f:
+                submission = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            return [f"submission: not readable as JSON ({e})"]
+    challenges, problems = _load(challenges, "challenges")
+    if problems:
+        return problems
+    if not isinstance(submission, dict):
+        return [f"submission: top level must be an object task id -> list, got {type(submission).__name__}"]
+    for task_id in challenges:
+        if task_id not in submission:
+            problems.append(f"task {task_id}: missing")
+    for task_id in submission:
+        if task_id not in challenges:
+            problems.append(f"task {task_id}: not in the challenges file")
+    for task_id, task in challenges.items():
+        entries = submission.get(task_id)
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            problems.append(f"task {task_id}: must be a list (one entry per test input), "
+                            f"got {type(entries).__name__}")
+            continue
+        n_test = len(task["test"])
+        if len(entries) != n_test:
+            problems.append(f"task {task_id}: {len(entries)} entries for {n_test} test inputs")
+        for i, entry in enumerate(entries):
+            where = f"task {task_id} test {i}"
+            if not isinstance(entry, dict):
+                problems.append(f"{where}: must be an object with attempt_1 and attempt_2, "
+                                f"got {type(entry).__name__}")
+                continue
+            for key in ("attempt_1", "attempt_2"):
+                if key not in entry:
+                    problems.append(f"{where}: missing {key}")
+                else:
+                    problems.extend(_grid_problems(entry[key], f"{where} {key}"))
+            extra = sorted(set(entry) - {"attempt_1", "attempt_2"})
+            if extra:
+                problems.append(f"{where}: unexpected keys {extra}")
+    return problems
+
+
+def score_submission(submission: Any, solutions: Any) -> tuple[float, dict[str, list[bool]]]:
+    """Kaggle's score: a test output counts 1 if attempt_1 or attempt_2 equals it exactly; the score is the
+    number of such outputs over all test outputs of `solutions` (dict or path). Also returns, per task, one
+    bool per test output. A missing or malformed entry counts as wrong."""
+    if isinstance(submission, (str, Path)):
+        with open(submission, encoding="utf-8") as f:
+            submission = json.load(f)
+    solutions, problems = _load(solutions, "solutions")
+    if problems:
+        raise ValueError(problems[0])
+    per_task: dict[str, list[bool]] = {}
+    for task_id, outputs in solutions.items():
+        entries = submission.get(task_id)
+        results = []
+        for i, truth in enumerate(outputs):
+            truth = np.asarray(truth).tolist()
+            entry = entries[i] if isinstance(entries, list) and i < len(entries) else None
+            attempts = [entry.get(k) for k in ("attempt_1", "attempt_2")] if isinstance(entry, dict) else []
+            results.append(any(a is not None and a == truth for a in attempts))
+        per_task[task_id] = results
+    total = sum(len(r) for r in per_task.values())
+    return (sum(sum(r) for r in per_task.values()) / total if total else 0.0), per_task
+
+
+def kaggle_score(submission: Any, solutions: Any) -> float:
+    """pass@2 over all test outputs (see `score_submission`)."""
+    return score_submission(submission, solutions)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command-line entry points (`trm score`, `trm validate`)
+# ----------------------------------------------------------------------------------------------------------
+
+def main_score(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="trm score", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Example:\n  trm score runs/arc2_eval/submission.json "
+                    "data/arc/arc-agi_evaluation2_solutions.json.gz\n\n"
+                    "Print the Kaggle score (a test output counts if attempt_1 or attempt_2 matches it;\n"
+                    "score = matched outputs / all test outputs) and one line per task.")
+    p.add_argument("submission")
+    p.add_argument("solutions", help="task id -> [output grid per test input] (.json or .json.gz)")
+    p.add_argument("--quiet", action="store_true", help="print only the score")
+    args = p.parse_args(argv)
+    score, per_task = score_submission(args.submission, args.solutions)
+    if not args.quiet:
+        for task_id, results in per_task.items():
+            print(f"{task_id}  {sum(results)}/{len(results)}  {' '.join('1' if r else '0' for r in results)}")
+    total = sum(len(r) for r in per_task.values())
+    print(f"score {score:.4f} ({sum(sum(r) for r in per_task.values())}/{total} test outputs, "
+          f"{len(per_task)} tasks)")
+    return 0
+
+
+def main_validate(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="trm validate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Example:\n  trm validate /kaggle/working/submission.json "
+                    "/kaggle/input/arc-prize-2025/arc-agi_test_challenges.json\n\n"
+                    "Check a submission.json against a challenges file. Exit 0 and print 'valid' only for a\n"
+                    "valid file; otherwise print one line per problem and exit 1.")
+    p.add_argument("submission")
+    p.add_argument("challenges")
+    args = p.parse_args(argv)
+    problems = validate_submission(args.submission, args.challenges)
+    for line in problems:
+        print(line)
+    if not problems:
+        print("valid")
+    return 1 if problems else 0
