@@ -258,3 +258,14 @@ def test_a_trainer_set_up_from_metadata_alone_trains_exactly_like_a_full_setup(s
         batch = next(batches)
         assert full.train_step(batch)["train/lm_loss"] == bare.train_step(batch)["train/lm_loss"]
     assert_same_weights(full.model.state_dict(), bare.model.state_dict(), atol=0)
+
+
+def test_under_a_deadline_the_cosine_decay_follows_the_clock_and_ends_at_lr_min(small_dataset, tmp_path):
+    # 10,000 epochs would take hours: only the 3 s deadline can bring the schedule to its end.
+    cfg = tiny_cfg(small_dataset, tmp_path, epochs=10000, max_train_seconds=3.0, lr=1e-3, lr_min_ratio=0.1,
+                   lr_warmup_steps=1, evaluate=False)
+    trainer = run(cfg)
+    lrs = [h["train/lr"] for h in trainer.history if "train/lr" in h]
+    assert trainer.step < trainer.total_steps / 100
+    assert lrs[1] > 0.9e-3  # just after warmup: the peak
+    assert lrs[-1] < 0.15e-3  # the time was up: decayed to (about) lr x lr_min_ratio

@@ -61,7 +61,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop early (smoke tests, deadlines); None = the schedule's total steps
     max_train_seconds: float | None = None  # wall-clock budget for the training loop (checked every step)
     lr: float = 1e-4
-    lr_min_ratio: float = 1.0  # 1.0 = constant after warmup (upstream's default)
+    lr_min_ratio: float = 1.0  # 1.0 = constant after warmup (upstream's default); < 1: cosine decay to lr x this
+    # at total_steps, or when max_train_seconds is up if that comes first
     lr_warmup_steps: int = 2000
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -159,6 +160,7 @@ class Trainer:
         self.history: list[dict] = []
         self.run_dir: Path | None = None
         self._last_eval_step: int | None = None
+        self._elapsed = 0.0  # training seconds so far, averaged over ranks (with max_train_seconds only)
 
     # --- setup ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -306,8 +308,13 @@ class Trainer:
     def lr_for(self, name: str) -> float:
         from trm_core.optim import lr_at_step
 
-        return lr_at_step(self.step, self.base_lrs[name], self.cfg.lr_warmup_steps, self.total_steps,
-                          self.cfg.lr_min_ratio)
+        cfg, step = self.cfg, float(self.step)
+        if cfg.max_train_seconds and step >= cfg.lr_warmup_steps:
+            # Under a deadline the decay also follows the clock (elapsed time agreed by all ranks), so a run
+            # slower than planned still reaches lr_min_ratio when its time is up instead of stopping mid-decay.
+            frac = min(1.0, self._elapsed / cfg.max_train_seconds)
+            step = max(step, cfg.lr_warmup_steps + frac * (self.total_steps - cfg.lr_warmup_steps))
+        return lr_at_step(step, self.base_lrs[name], cfg.lr_warmup_steps, self.total_steps, cfg.lr_min_ratio)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         non_blocking = self.info.device.type == "cuda"
@@ -397,9 +404,12 @@ class Trainer:
         in the next all-reduce."""
         if self.cfg.max_train_seconds is None:
             return False
-        late = torch.tensor([float(time.perf_counter() - start > self.cfg.max_train_seconds)], device=self.info.device)
-        trm_dist.all_reduce_sum_([late], self.info)
-        return bool(late.item() > 0)
+        elapsed = time.perf_counter() - start
+        agreed = torch.tensor([float(elapsed > self.cfg.max_train_seconds), elapsed], device=self.info.device,
+                              dtype=torch.float64)
+        trm_dist.all_reduce_sum_([agreed], self.info)
+        self._elapsed = agreed[1].item() / self.info.world_size  # the same value on every rank (see lr_for)
+        return bool(agreed[0].item() > 0)
 
     def _evaluate_and_checkpoint(self, final: bool = False) -> None:
         if final and self._last_eval_step == self.step:
