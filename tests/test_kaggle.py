@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 
 from conftest import REPO, write_small_task_files
 from trm_core.evaluate import validate_submission
-from trm_core.kaggle import (KaggleRunConfig, augmentations_that_fit, check_submission, eval_command,
+from trm_core.kaggle import (STEP_HEADROOM, KaggleRunConfig, augmentations_that_fit, check_submission, eval_command,
                              fallback_challenges, main_plan, mode_train_config, plan_budget, run_kaggle,
                              train_command, write_fallback_submission)
 
@@ -241,3 +242,19 @@ def test_killing_the_run_mid_training_leaves_a_valid_submission(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert check_submission(out / "submission.json", data / "arc-agi_test_challenges.json") == []
     assert not any(e["phase"] == "run" and e["event"] == "end" for e in map(json.loads, log.read_text().splitlines()))
+
+
+def test_training_may_outrun_its_planned_steps_but_not_its_deadline(tmp_path):
+    data, _ = kaggle_tree(tmp_path)
+    out = tmp_path / "working"
+    result = run_kaggle(KaggleRunConfig(
+        data_dir=str(data), weights="scratch", output_dir=str(out), budget_minutes=0.3, mode="full", batch_size=8,
+        train_aug=3, vote_aug=2, warmup_steps=3, canvas_size=10, arch=TINY_ARCH, device="cpu", progress=False))
+    assert result["status"] == "ok", result["errors"]
+    plan = result["plan"]
+    from trm_core.config import load_yaml
+
+    adapt = load_yaml(out / "trm_work" / "runs" / "adapt" / "config.yaml")
+    assert adapt["max_steps"] == math.ceil(plan["train_steps"] * STEP_HEADROOM) > plan["train_steps"]
+    assert adapt["max_train_seconds"] == pytest.approx(plan["train_s"], abs=1e-3)
+    assert result["seconds"] < 0.3 * 60 + 5

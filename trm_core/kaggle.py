@@ -47,6 +47,7 @@ MODES = ("lora", "full", "emb_then_full", "emb_only", "none")
 MODE_CONFIGS = {"full": "cfg_posttrain", "emb_then_full": "cfg_posttrain", "emb_only": "cfg_emb_posttrain",
                 "lora": "cfg_kaggle_lora", "none": "cfg_posttrain"}
 SCRATCH = ("none", "scratch", "")
+STEP_HEADROOM = 1.25  # step cap of the adaptation run = planned steps x this (the deadline still binds)
 HIDDEN_RERUN_FACTOR = 1.34  # the placeholder file runs ~33% faster than the hidden rerun (Trelis paper l.433)
 # Dense bf16 tensor peaks (TFLOPS, vendor datasheets; T4 has no bf16: its fp16 peak). Used only by `trm plan`.
 GPU_PEAK_TFLOPS = {"L4": 121.0, "T4": 65.0, "A100": 312.0, "H100": 989.0, "H200": 989.0, "P100": 18.7}
@@ -178,8 +179,12 @@ def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: s
                       arch: dict, batch_size: int, micro_batch_size: int | None, steps: int, epochs: int,
                       max_train_seconds: float | None, lr: float | None, puzzle_emb_lr: float | None,
                       lr_warmup_steps: int | None, lora_rank: int | None, ema: bool | None, seed: int,
-                      device: str, eval_batch_size: int, progress: bool, lr_min_ratio: float | None = None):
-    """The TrainConfig of one adaptation run (pure apart from reading the shipped YAML)."""
+                      device: str, eval_batch_size: int, progress: bool, lr_min_ratio: float | None = None,
+                      planned_steps: int | None = None):
+    """The TrainConfig of one adaptation run (pure apart from reading the shipped YAML).
+
+    `steps` caps the run; `planned_steps` (<= steps, default steps) is what the budget is expected to allow,
+    and sizes emb_then_full's embeddings-only phase (its first quarter)."""
     from trm_core.train import load_config
 
     if mode not in MODES:
@@ -192,7 +197,8 @@ def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: s
     cfg.epochs, cfg.eval_interval, cfg.max_steps = epochs, None, steps
     cfg.max_train_seconds = max_train_seconds
     cfg.load_checkpoint = weights
-    cfg.freeze_weights_epochs = epochs // 4 if mode == "emb_then_full" and epochs >= 4 else None
+    planned_epochs = epochs * min(1.0, (planned_steps or steps) / steps) if steps else epochs
+    cfg.freeze_weights_epochs = int(planned_epochs) // 4 if mode == "emb_then_full" and planned_epochs >= 4 else None
     cfg.lr = cfg.lr if lr is None else lr
     cfg.puzzle_emb_lr = cfg.puzzle_emb_lr if puzzle_emb_lr is None else puzzle_emb_lr
     warmup = cfg.lr_warmup_steps if lr_warmup_steps is None else lr_warmup_steps
@@ -547,7 +553,8 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
             arch = {**load_yaml(CONFIG_DIR / "arch" / "trm_tiny.yaml"), **arch}
         device = cfg.device
 
-        def train_config(mode: str, run_name: str, steps: int, seconds: float | None):
+        def train_config(mode: str, run_name: str, steps: int, seconds: float | None,
+                         planned_steps: int | None = None):
             epochs = max(1, math.ceil(steps / steps_per_epoch)) if steps else 1
             return mode_train_config(
                 mode, data_path=str(data_dir), output_dir=str(work / "runs"), run_name=run_name,
@@ -555,7 +562,8 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
                 micro_batch_size=cfg.micro_batch_size, steps=steps, epochs=epochs, max_train_seconds=seconds,
                 lr=cfg.lr, puzzle_emb_lr=cfg.puzzle_emb_lr, lr_warmup_steps=cfg.lr_warmup_steps,
                 lora_rank=cfg.lora_rank, ema=cfg.ema, seed=cfg.seed, device=device,
-                eval_batch_size=cfg.eval_batch_size, progress=cfg.progress, lr_min_ratio=cfg.lr_min_ratio)
+                eval_batch_size=cfg.eval_batch_size, progress=cfg.progress, lr_min_ratio=cfg.lr_min_ratio,
+                planned_steps=planned_steps)
 
         def left() -> float:
             return budget_s - (time.monotonic() - t0)
@@ -604,7 +612,12 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         if plan.train_steps > 0:
             phase = "train"
             log.start(phase, steps=plan.train_steps, deadline_s=round(plan.train_s, 1))
-            main_cfg = train_config(cfg.mode, "adapt", plan.train_steps, plan.train_s)
+            # The deadline (plan.train_s) ends training; the step cap leaves headroom for a machine faster than
+            # the warm-up measured (the learning-rate decay follows the clock, so it still ends at the deadline).
+            cap = math.ceil(plan.train_steps * STEP_HEADROOM)
+            if cfg.steps is not None:
+                cap = min(cap, cfg.steps)
+            main_cfg = train_config(cfg.mode, "adapt", cap, plan.train_s, planned_steps=plan.train_steps)
             checkpoint = _train(main_cfg, nproc, work, log, phase, plan.train_s + 2 * overhead_s + 60)
             done = _step_times(work / "runs" / "adapt")
             result["steps_done"] = len(done)
