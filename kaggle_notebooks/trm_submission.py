@@ -37,7 +37,10 @@ micro_batch_size: int = 0  # rows per forward per GPU, for gradient accumulation
 eval_batch_size: int = 256  # rows per inference forward per GPU
 lr: float = 0.0  # trunk / LoRA learning rate; 0: the mode's config value
 puzzle_emb_lr: float = 0.0  # puzzle-embedding learning rate; 0: the mode's config value
+lr_min_ratio: float = 0.0  # cosine decay to lr x this by the deadline; 0: the mode's config value (1 = flat)
 train_aug: int = 1000  # augmented versions of each task to train on
+colour_permutation: bool = True  # False: the 8 dihedral transforms only (at most 8 versions of a task)
+dihedral_first: bool = False  # True: the plain dihedral versions first, then random colour permutations
 vote_aug: int = 512  # augmented versions of each test input that vote (lowered if time runs short)
 seed: int = 0  # data augmentation and training seed
 warmup_steps: int = 20  # steps timed before planning the budget
@@ -77,8 +80,9 @@ cfg = KaggleRunConfig(
     data_dir=data_dir, challenges_file=challenges_file or None, solutions_file=solutions_file or None,
     weights=weights_dir, output_dir=output_dir, work_dir=work_dir, budget_minutes=budget_minutes, mode=mode,
     steps=steps or None, batch_size=batch_size, micro_batch_size=micro_batch_size or None,
-    eval_batch_size=eval_batch_size, lr=lr or None, puzzle_emb_lr=puzzle_emb_lr or None, train_aug=train_aug,
-    vote_aug=vote_aug, seed=seed, warmup_steps=warmup_steps, hidden_rerun_factor=hidden_rerun_factor,
+    eval_batch_size=eval_batch_size, lr=lr or None, puzzle_emb_lr=puzzle_emb_lr or None,
+    lr_min_ratio=lr_min_ratio or None, train_aug=train_aug, colour_permutation=colour_permutation,
+    dihedral_first=dihedral_first, vote_aug=vote_aug, seed=seed, warmup_steps=warmup_steps, hidden_rerun_factor=hidden_rerun_factor,
     safety_margin=safety_margin, device=device, canvas_size=canvas_size or None, progress=False)
 result = run_kaggle(cfg)
 
