@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import ARC_DIR, REPO
+import pytest
 
+from conftest import ARC_DIR, REPO
 from trm_core import proof
 from trm_core.data.arc import load_task_file
 
@@ -75,3 +76,21 @@ def test_the_proof_runs_end_to_end_on_two_real_tasks_and_prints_its_score(tmp_pa
     assert [r["method"] for r in result["rows"]] == ["TRM (this run)", "test input unchanged",
                                                      "most common training output"]
     assert "pass@2" in out and "test input unchanged" in out
+
+
+ALTERED = {"num_aug": 7, "colour_permutation": False, "dihedral_first": True, "translate": True,
+           "global_batch_size": 3, "lr": 1e-4, "lr_warmup_steps": 7, "puzzle_emb_lr": 0.5, "eval_batch_size": 3,
+           "eval_max_augmentations": 2, "seed": 9, "max_steps": 4, "lr_min_ratio": 0.5, "ema": True,
+           "safety_margin": 0.3, "arch": {"hidden_size": 8}}
+
+
+@pytest.mark.parametrize("key", [k for k in proof.PROOF_DEFAULTS if k != "canvas"])
+def test_every_proof_setting_reaches_the_kaggle_run(key, tmp_path):
+    # `canvas` is resolved before the run (it is the kaggle config's canvas_size argument).
+    assert set(ALTERED) == set(proof.PROOF_DEFAULTS) - {"canvas"}
+
+    def config(settings):
+        return proof.kaggle_config(settings, tmp_path / "c.json", tmp_path / "s.json", tmp_path, 12, 10.0, False)
+
+    default = dict(proof.PROOF_DEFAULTS)
+    assert config(default | {key: ALTERED[key]}) != config(default)

@@ -82,7 +82,7 @@ class KaggleRunConfig:
     colour_permutation: bool = True  # False: augment with the 8 dihedral transforms only (<= 8 versions per task)
     dihedral_first: bool = False  # the plain dihedral versions first, then random colour permutations
     train_translation: bool = True  # random placement of the training pairs on the canvas (upstream's default)
-    lr_min_ratio: float | None = None  # cosine decay to lr x this at the planned last step; None = the config's
+    lr_min_ratio: float | None = None  # cosine decay to lr x this by the deadline; None = the config's (1 = flat)
     vote_aug: int = 512  # augmented versions per test input that vote (lowered if time is short)
     seed: int = 0
     warmup_steps: int = 20  # steps timed before planning (the first third is dropped: compile, caches)
@@ -730,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-translation", action=argparse.BooleanOptionalAction, default=d.train_translation,
                    help="random placement of training pairs on the canvas")
     p.add_argument("--lr-min-ratio", type=float, default=None,
-                   help="cosine decay to lr x this at the planned last step (default: the mode's config, 1 = flat)")
+                   help="cosine decay to lr x this by the training deadline (default: the mode's config, 1 = flat)")
     p.add_argument("--vote-aug", type=int, default=d.vote_aug, help="augmentations per test input that vote")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)

@@ -51,9 +51,7 @@ PROOF_DEFAULTS: dict[str, Any] = {
     "global_batch_size": 14,  # at most the demonstration pairs of one epoch (one augmented version per task)
     "lr": 2e-3,  # 5e-3 learns faster at first, then degrades; 1e-2 diverges
     "lr_warmup_steps": 100,
-    "weight_decay": 0.1,
-    "puzzle_emb_lr": 1e-2,
-    "puzzle_emb_weight_decay": 0.1,
+    "puzzle_emb_lr": 1e-2,  # weight decays are the `full` mode's (cfg_posttrain): 0.1 for both
     "eval_batch_size": 256,
     "eval_max_augmentations": None,  # None = every augmented test input votes
     "seed": 0,
