@@ -347,3 +347,43 @@ def test_malformed_predictions_are_cropped_as_upstream_crops_them():
     ours = vote(inputs, preds, pids, q, rows.identifiers, {"t": [X]})[("t", 0)]
     ref = _reference_vote(inputs, preds, pids, q, rows.identifiers, {"t": [np.array(X)]})[("t", 0)]
     assert [(c.grid.tolist(), c.votes) for c in ours] == [(g, n) for g, n, _ in ref]
+
+
+def test_pooling_ranked_lists_agrees_with_pooling_the_votes_themselves():
+    from trm_core.voting import pool_ranked
+
+    rows_a = Rows().add("t", X, A, q=2.0).add("t", X, A).add("t", X, C, q=1.0)
+    rows_b = Rows().add("t", X, B).add("t", X, B).add("t", X, C, q=-1.0).add("t", X, C)
+    accs = []
+    for rows in (rows_a, rows_b):
+        accs.append(VoteAccumulator(rows.identifiers, {"t": [X]}))
+        accs[-1].add(*rows.arrays())
+    pooled = pool_ranked([acc.ranked() for acc in accs])[("t", 0)]
+    expected = VoteAccumulator.pooled(accs).ranked()[("t", 0)]
+    assert summary(pooled) == summary(expected) == [(C, 3), (A, 2), (B, 2)]
+    assert [c.mean_q for c in pooled] == pytest.approx([c.mean_q for c in expected])
+
+
+def test_trm_pool_writes_one_submission_from_two_predictions_files(tmp_path, capsys):
+    from trm_core.submission import main_pool
+
+    challenges = {"t": {"train": [], "test": [{"input": X}]}, "u": {"train": [], "test": [{"input": X}]}}
+    (tmp_path / "c.json").write_text(json.dumps(challenges))
+    (tmp_path / "s.json").write_text(json.dumps({"t": [B], "u": [X]}))
+
+    def predictions(name, cands):
+        path = tmp_path / name
+        path.write_text(json.dumps({"rank_by": "votes_then_q", "tasks": {"t": [{"input": X, "truth": None,
+                                    "candidates": [{"grid": g, "votes": v, "mean_q": 0.5} for g, v in cands]}]}}))
+        return str(path)
+
+    a, b = predictions("a.json", [(A, 3), (B, 2)]), predictions("b.json", [(B, 2), (C, 1)])
+    out = tmp_path / "submission.json"
+    assert main_pool([a, b, "--challenges", str(tmp_path / "c.json"), "--output", str(out),
+                      "--solutions", str(tmp_path / "s.json")]) == 0
+    sub = json.loads(out.read_text())
+    assert sub["t"] == [{"attempt_1": B, "attempt_2": A}]  # 4 pooled votes beat 3
+    assert sub["u"] == [{"attempt_1": X, "attempt_2": X}]  # no predictions: the fallback
+    assert "score 1.0000 (2/2 test outputs)" in capsys.readouterr().out
+    assert main_pool([str(tmp_path / "c.json"), "--challenges", str(tmp_path / "c.json"), "--output",
+                      str(out)]) == 2  # not a predictions file: a clear error, not a traceback

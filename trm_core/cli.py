@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("trm_core.evaluate", "main_eval", "inference, voting, pass@K, submission.json"),
     "score": ("trm_core.submission", "main_score", "score a submission.json against solutions"),
     "validate": ("trm_core.submission", "main_validate", "validate a submission.json against challenges"),
+    "pool": ("trm_core.submission", "main_pool", "pool the votes of several evaluations into one submission.json"),
     "report": ("trm_core.report", "main", "HTML report of a run"),
     "kaggle": ("trm_core.kaggle", "main", "the Kaggle pipeline under a deadline"),
     "plan": ("trm_core.kaggle", "main_plan", "Kaggle time-budget planner"),

@@ -297,6 +297,8 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rank-by", choices=RANK_RULES, default="votes_then_q")
     p.add_argument("--fallback", choices=FALLBACKS, default="input",
                    help="attempt used where the model gave fewer than two usable grids")
+    p.add_argument("--top", type=int, default=10,
+                   help="candidates per test input kept in predictions.json (trm report, trm pool)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -315,7 +317,7 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
         metrics = run_eval(args.checkpoint, args.data, args.output_dir, arch=arch, steps=args.steps,
                            batch_size=args.batch_size, max_eval_augmentations=args.max_eval_augmentations,
                            challenges=args.challenges, solutions=args.solutions, rank_by=args.rank_by,
-                           fallback=args.fallback, device=info.device, info=info,
+                           fallback=args.fallback, top=args.top, device=info.device, info=info,
                            progress=not args.no_progress)
     finally:
         dist.cleanup()

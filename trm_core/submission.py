@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,54 @@ def main_validate(argv: Sequence[str] | None = None) -> int:
     if not problems:
         print("valid")
     return 1 if problems else 0
+
+
+def pool_predictions(prediction_files: Sequence[str | Path], challenges: Any, *, rank_by: str = "votes_then_q",
+                     fallback: str = "input") -> dict:
+    """One submission from several evaluations' predictions.json files (an ensemble): votes of identical grids
+    add up (`trm_core.voting.pool_ranked`). `challenges` (dict or path) decides the tasks and test inputs."""
+    from trm_core.voting import pool_ranked, ranked_from_predictions
+
+    chal, problems = _load(challenges, "challenges")
+    if problems:
+        raise ValueError(problems[0])
+    rankeds = []
+    for path in prediction_files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                rankeds.append(ranked_from_predictions(json.load(f)))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: {e}") from None
+    return make_submission(chal, pool_ranked(rankeds, rank_by), fallback)
+
+
+def main_pool(argv: Sequence[str] | None = None) -> int:
+    from trm_core.voting import RANK_RULES
+
+    p = argparse.ArgumentParser(
+        prog="trm pool", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Example:\n  trm pool runs/a/eval/predictions.json runs/b/eval/predictions.json \\\n"
+                    "      --challenges arc-agi_test_challenges.json --output submission.json\n\n"
+                    "Pool the votes of several evaluations (runs, checkpoints, seeds) into one submission.json:\n"
+                    "identical grids add their votes, then the best two per test input are the attempts. Each\n"
+                    "predictions.json holds its evaluation's top candidates (trm eval --top), so a grid below\n"
+                    "that cut counts no votes from that evaluation.")
+    p.add_argument("predictions", nargs="+", help="predictions.json files written by trm eval / trm kaggle")
+    p.add_argument("--challenges", required=True, help="the challenges file the submission answers")
+    p.add_argument("--output", required=True, help="submission.json to write (atomically)")
+    p.add_argument("--solutions", default=None, help="known solutions: print the score")
+    p.add_argument("--rank-by", choices=RANK_RULES, default="votes_then_q")
+    p.add_argument("--fallback", choices=FALLBACKS, default="input")
+    args = p.parse_args(argv)
+    try:
+        sub = pool_predictions(args.predictions, args.challenges, rank_by=args.rank_by, fallback=args.fallback)
+    except ValueError as e:
+        print(f"trm pool: {e}", file=sys.stderr)
+        return 2
+    write_submission(args.output, sub)
+    print(f"wrote {args.output} ({len(sub)} tasks, pooled from {len(args.predictions)} evaluations)")
+    if args.solutions:
+        score, per_task = score_submission(sub, args.solutions)
+        print(f"score {score:.4f} ({sum(sum(r) for r in per_task.values())}/"
+              f"{sum(len(r) for r in per_task.values())} test outputs)")
+    return 0

@@ -422,6 +422,48 @@ def vote(inputs: np.ndarray, preds: np.ndarray, puzzle_identifiers: np.ndarray, 
 # Metrics
 # ----------------------------------------------------------------------------------------------------------
 
+def pool_ranked(rankeds: Sequence[Ranked], rank_by: str = "votes_then_q") -> Ranked:
+    """Merge the candidates of several evaluations (an ensemble of runs, checkpoints or seeds) per test input.
+
+    Identical grids add their votes; mean_q becomes the vote-weighted mean; candidates are re-ranked with
+    `rank_by` (remaining ties: the evaluation listed first, then its own order). Input lists may be truncated
+    (predictions.json keeps each evaluation's top candidates): a grid missing from one list counts 0 votes there.
+    """
+    if rank_by not in RANK_RULES:
+        raise ValueError(f"rank_by must be one of {RANK_RULES}, got {rank_by!r}")
+    merged: dict[tuple[str, int], dict[tuple, list]] = {}
+    for ranked in rankeds:
+        for group, cands in ranked.items():
+            table = merged.setdefault(group, {})
+            for c in cands:
+                grid = np.asarray(c.grid, dtype=np.uint8)
+                entry = table.setdefault((grid.shape, grid.tobytes()), [grid, 0, 0.0, len(table)])
+                entry[1] += c.votes
+                entry[2] += c.mean_q * c.votes
+    out: Ranked = {}
+    for group, table in merged.items():
+        cands = [(Candidate(grid, votes, q_sum / votes if votes else 0.0), first)
+                 for grid, votes, q_sum, first in table.values()]
+        key = {"votes_then_q": lambda cf: (-cf[0].votes, -cf[0].mean_q, cf[1]),
+               "votes": lambda cf: (-cf[0].votes, cf[1]),
+               "q": lambda cf: (-cf[0].mean_q, -cf[0].votes, cf[1])}[rank_by]
+        out[group] = [c for c, _ in sorted(cands, key=key)]
+    return out
+
+
+def ranked_from_predictions(predictions: Mapping[str, Any]) -> Ranked:
+    """The `Ranked` stored in a predictions.json (`trm eval`'s top candidates per test input, with votes)."""
+    tasks = predictions.get("tasks") if isinstance(predictions, Mapping) else None
+    if not isinstance(tasks, Mapping):
+        raise ValueError("not a predictions.json: no 'tasks' mapping")
+    out: Ranked = {}
+    for task_id, entries in tasks.items():
+        for i, entry in enumerate(entries):
+            out[(task_id, i)] = [Candidate(np.asarray(c["grid"], dtype=np.uint8), int(c["votes"]),
+                                           float(c["mean_q"])) for c in entry.get("candidates", [])]
+    return out
+
+
 def _same_grid(a: Any, b: Any) -> bool:
     a, b = np.asarray(a), np.asarray(b)
     return a.shape == b.shape and bool((a == b).all())
