@@ -84,13 +84,30 @@ ALTERED = {"num_aug": 7, "colour_permutation": False, "dihedral_first": True, "t
            "safety_margin": 0.3, "arch": {"hidden_size": 8}}
 
 
-@pytest.mark.parametrize("key", [k for k in proof.PROOF_DEFAULTS if k != "canvas"])
+@pytest.mark.parametrize("key", [k for k in proof.PROOF_DEFAULTS if k not in ("canvas", "ensemble")])
 def test_every_proof_setting_reaches_the_kaggle_run(key, tmp_path):
-    # `canvas` is resolved before the run (it is the kaggle config's canvas_size argument).
-    assert set(ALTERED) == set(proof.PROOF_DEFAULTS) - {"canvas"}
+    # `canvas` and `ensemble` are resolved before the runs (canvas is the kaggle config's canvas_size argument).
+    assert set(ALTERED) == set(proof.PROOF_DEFAULTS) - {"canvas", "ensemble"}
 
     def config(settings):
         return proof.kaggle_config(settings, tmp_path / "c.json", tmp_path / "s.json", tmp_path, 12, 10.0, False)
 
     default = dict(proof.PROOF_DEFAULTS)
     assert config(default | {key: ALTERED[key]}) != config(default)
+
+
+def test_an_ensemble_trains_one_model_per_member_and_scores_their_pooled_votes(tmp_path, capsys):
+    challenges, solutions, _ = load_task_file(TASKS)
+    two = {t: challenges[t] for t in list(challenges)[:2]}
+    tiny = {"hidden_size": 16, "num_heads": 2, "puzzle_emb_ndim": 16}
+    result = proof.run_proof(two, {t: solutions[t] for t in two}, tmp_path, budget_minutes=2, progress=False,
+                             settings={"num_aug": 3, "max_steps": 2, "eval_batch_size": 8, "arch": tiny,
+                                       "ensemble": [{"colour_permutation": False}, {"seed": 1}]})
+    assert [m["overrides"] for m in result["members"]] == [{"colour_permutation": False}, {"seed": 1}]
+    assert all(m["steps"] == 2 for m in result["members"]) and result["steps"] == 4
+    for k in (0, 1):
+        assert (tmp_path / f"member_{k}" / "work" / "eval" / "predictions.json").is_file()
+    assert result["submission"] == str(tmp_path / "submission.json")
+    assert set(json.loads((tmp_path / "submission.json").read_text())) == set(two)
+    with pytest.raises(ValueError, match="ensemble member 0"):
+        proof.run_proof(two, solutions, tmp_path / "bad", settings={"ensemble": [{"canvas": 20}]})

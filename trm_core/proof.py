@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ PROOF_DEFAULTS: dict[str, Any] = {
     "lr_min_ratio": 1.0,  # < 1: cosine decay to lr x this by the deadline (0.1 from 5e-3 fits dihedral-only data)
     "ema": False,
     "safety_margin": 0.02,  # fraction of the budget left free at the end (load on shared machines varies)
+    # A list of setting overrides, one per model: the models train one after another on equal shares of the
+    # budget and their votes are pooled (`trm pool`), e.g. [{"colour_permutation": false}, {}]. None = one model.
+    "ensemble": None,
 }
 
 
@@ -141,14 +145,33 @@ def run_proof(challenges: dict, solutions: dict, out_dir: str | Path, *, budget_
                                            for t, task in challenges.items()}))
     solutions_file.write_text(json.dumps(solutions))
     canvas = s["canvas"] or min(30, max_grid_side(challenges) + 2)
-    cfg = kaggle_config(s, challenges_file, solutions_file, out, canvas, budget_minutes, progress)
-    result = run_kaggle(cfg)
-    if result["status"] != "ok":
-        raise RuntimeError("the run did not finish: " + "; ".join(result["errors"] or [result["status"]]))
+    members = s["ensemble"] or [{}]
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        raise ValueError(f"ensemble must be a list of setting dicts, e.g. [{{\"num_aug\": 8}}, {{}}], got {members!r}")
+    for k, overrides in enumerate(members):
+        unknown = sorted((set(overrides) - set(PROOF_DEFAULTS)) | ({"ensemble", "canvas"} & set(overrides)))
+        if unknown:
+            raise ValueError(f"ensemble member {k}: unknown or not per-model setting(s) {unknown}")
+    t0 = time.monotonic()
+    runs = []
+    for k, overrides in enumerate(members):
+        ms = {**s, **overrides, "arch": {**s["arch"], **overrides.get("arch", {})}, "ensemble": None}
+        # Members run one after another; each gets an equal share of what is left.
+        minutes = (budget_minutes - (time.monotonic() - t0) / 60) / (len(members) - k)
+        member_out = out if len(members) == 1 else out / f"member_{k}"
+        result = run_kaggle(kaggle_config(ms, challenges_file, solutions_file, member_out, canvas, minutes,
+                                          progress))
+        if result["status"] != "ok":
+            raise RuntimeError(f"run {k} did not finish: " + "; ".join(result["errors"] or [result["status"]]))
+        runs.append((overrides, member_out, result))
 
-    from trm_core.submission import score_submission
+    from trm_core.submission import pool_predictions, score_submission, write_submission
 
-    value, per_task = score_submission(result["submission"], solutions)
+    submission = Path(runs[0][2]["submission"])
+    if len(runs) > 1:  # one submission from the pooled votes of every member
+        submission = write_submission(out / "submission.json", pool_predictions(
+            [m_out / "work" / "eval" / "predictions.json" for _, m_out, _ in runs], challenges_file))
+    value, per_task = score_submission(submission, solutions)
     solved = [t for t, r in per_task.items() if all(r)]
     baselines = {"test input unchanged": baseline_identity(challenges),
                  "most common training output": baseline_most_common_output(challenges)}
@@ -157,20 +180,28 @@ def run_proof(challenges: dict, solutions: dict, out_dir: str | Path, *, budget_
     for name, sub in baselines.items():
         b_value, n_solved = score(sub, solutions)
         rows.append({"method": name, "pass@2": b_value, "tasks solved": n_solved, "tasks": n_tasks})
-    plan = result["plan"] or {}
-    metrics = out / "work" / "runs" / "adapt" / "metrics.jsonl"
-    train_logs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
-    phases = result["phases"]
+    member_rows = []
+    for overrides, m_out, r in runs:
+        metrics = m_out / "work" / "runs" / "adapt" / "metrics.jsonl"
+        train_logs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+        phases = r["phases"]
+        member_rows.append({
+            "overrides": overrides, "steps": r.get("steps_done", 0), "plan": r["plan"] or {},
+            "score_alone": r["score"], "final_train": train_logs[-1] if train_logs else {},
+            "seconds": {"build": phases.get("build", 0.0), "train": phases.get("train", 0.0),
+                        "eval": phases.get("infer", 0.0), "total": r["seconds"]}})
+    total = round(time.monotonic() - t0, 1)
+    seconds = {k: round(sum(m["seconds"][k] for m in member_rows), 1) for k in ("build", "train", "eval")}
+    plan = member_rows[0]["plan"]
     return {
         "rows": rows, "canvas": canvas, "settings": s, "global_batch_size": plan.get("batch_size"),
-        "steps": result.get("steps_done", 0), "planned_steps": plan.get("train_steps"),
-        "test_rows": plan.get("rows"), "final_train": train_logs[-1] if train_logs else {},
-        "seconds": {"build": phases.get("build", 0.0), "train": phases.get("train", 0.0),
-                    "eval": phases.get("infer", 0.0), "total": result["seconds"],
-                    "other": round(result["seconds"] - sum(phases.get(k, 0.0) for k in ("build", "train", "infer")),
-                                   1)},
+        "steps": sum(m["steps"] for m in member_rows), "planned_steps": sum(m["plan"].get("train_steps", 0)
+                                                                            for m in member_rows),
+        "test_rows": sum(m["plan"].get("rows", 0) for m in member_rows),
+        "final_train": member_rows[-1]["final_train"], "members": member_rows if len(runs) > 1 else [],
+        "seconds": dict(seconds, total=total, other=round(total - sum(seconds.values()), 1)),
         "loadavg": {"start": load_start, "end": _loadavg()}, "cpu_count": os.cpu_count(),
-        "solved": solved, "kaggle_log": str(out / "kaggle_log.jsonl"), "plan": plan,
+        "solved": solved, "submission": str(submission),
     }
 
 
@@ -186,6 +217,9 @@ def format_result(result: dict) -> str:
     lines += [f"| {r['method']} | {r['pass@2']:.2f} | {r['tasks solved']} / {r['tasks']} |" for r in result["rows"]]
     sec = result["seconds"]
     lines.append(f"\nsolved by TRM: {', '.join(result['solved']) or 'none'}")
+    for k, m in enumerate(result.get("members", [])):
+        lines.append(f"model {k} ({json.dumps(m['overrides'])}): {m['steps']} steps, pass@2 alone "
+                     f"{m['score_alone']:.2f}")
     lines.append(f"canvas {result['canvas']}x{result['canvas']}, {result['steps']} optimizer steps "
                  f"(planned {result['planned_steps']}) at batch {result['global_batch_size']}, "
                  f"{result['test_rows']} augmented test inputs voted")
