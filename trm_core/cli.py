@@ -2,6 +2,7 @@
 
     trm info CHECKPOINT                 what a checkpoint holds (format, keys, shapes, arch settings)
     trm export SRC OUT_DIR              trunk-only export for Kaggle datasets (<= 30 MB for the ARC model)
+    trm select-tasks ...                tasks by rule: a pretraining pool without held-out tasks, drawn lists
     trm build-data ...                  ARC task files -> augmented token arrays (upstream layout)
     trm train --config-name NAME k=v    pretraining / post-training / test-time fine-tuning (torchrun-ready)
     trm eval --checkpoint P --output-dir D --data D   inference + voting + pass@K + submission.json
@@ -23,6 +24,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("trm_core.checkpoint", "main_info", "what a checkpoint holds"),
     "export": ("trm_core.checkpoint", "main_export", "trunk-only export (weights + config + mean embedding)"),
+    "select-tasks": ("trm_core.data.select", "main", "select ARC tasks by rule (held-out exclusions, size, draw)"),
     "build-data": ("trm_core.data.build", "main", "build an augmented dataset from ARC task files"),
     "train": ("trm_core.train", "main", "train (pretrain, post-train, test-time fine-tune)"),
     "eval": ("trm_core.evaluate", "main_eval", "inference, voting, pass@K, submission.json"),
