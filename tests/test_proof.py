@@ -67,13 +67,14 @@ def test_the_proof_runs_end_to_end_on_two_real_tasks_and_prints_its_score(tmp_pa
                                     "test": [{"input": p["input"], "output": o}
                                              for p, o in zip(challenges[t]["test"], solutions[t])]} for t in two}))
     code = proof.main(["--tasks", str(path), "--output-dir", str(tmp_path / "out"), "--budget-minutes", "2",
-                       "--no-progress", "--set", "num_aug=3", "--set", "max_steps=3", "--set", "arch.hidden_size=16",
+                       "--weights", "scratch", "--no-progress", "--set", "num_aug=3", "--set", "max_steps=3", "--set", "arch.hidden_size=16",
                        "--set", "arch.num_heads=2", "--set", "arch.puzzle_emb_ndim=16", "--set", "eval_batch_size=8"])
     out = capsys.readouterr().out
     assert code == 0
     result = json.loads((tmp_path / "out" / "result.json").read_text())
-    assert result["steps"] == 3 and result["test_rows"] == 2 * 4
-    assert [r["method"] for r in result["rows"]] == ["TRM (this run)", "test input unchanged",
+    (col,) = result["columns"]
+    assert col["steps"] == 3 and col["test_rows"] == 2 * 4
+    assert [r["method"] for r in result["rows"]] == ["from scratch (full, 2 min)", "test input unchanged",
                                                      "most common training output"]
     assert "pass@2" in out and "test input unchanged" in out
 
@@ -82,12 +83,12 @@ ALTERED = {"num_aug": 7, "colour_permutation": False, "dihedral_first": True, "t
            "global_batch_size": 3, "lr": 1e-4, "lr_warmup_steps": 7, "puzzle_emb_lr": 0.5, "eval_batch_size": 3,
            "eval_max_augmentations": 2, "seed": 9, "max_steps": 4, "lr_min_ratio": 0.5, "ema": True,
            "safety_margin": 0.3, "arch": {"hidden_size": 8}}
+RESOLVED_BEFORE = {"canvas", "ensemble", "mode", "adapt"}  # arguments of kaggle_config, or applied around it
 
 
-@pytest.mark.parametrize("key", [k for k in proof.PROOF_DEFAULTS if k not in ("canvas", "ensemble")])
+@pytest.mark.parametrize("key", [k for k in proof.PROOF_DEFAULTS if k not in RESOLVED_BEFORE])
 def test_every_proof_setting_reaches_the_kaggle_run(key, tmp_path):
-    # `canvas` and `ensemble` are resolved before the runs (canvas is the kaggle config's canvas_size argument).
-    assert set(ALTERED) == set(proof.PROOF_DEFAULTS) - {"canvas", "ensemble"}
+    assert set(ALTERED) == set(proof.PROOF_DEFAULTS) - RESOLVED_BEFORE
 
     def config(settings):
         return proof.kaggle_config(settings, tmp_path / "c.json", tmp_path / "s.json", tmp_path, 12, 10.0, False)
@@ -103,11 +104,36 @@ def test_an_ensemble_trains_one_model_per_member_and_scores_their_pooled_votes(t
     result = proof.run_proof(two, {t: solutions[t] for t in two}, tmp_path, budget_minutes=2, progress=False,
                              settings={"num_aug": 3, "max_steps": 2, "eval_batch_size": 8, "arch": tiny,
                                        "ensemble": [{"colour_permutation": False}, {"seed": 1}]})
-    assert [m["overrides"] for m in result["members"]] == [{"colour_permutation": False}, {"seed": 1}]
-    assert all(m["steps"] == 2 for m in result["members"]) and result["steps"] == 4
+    (col,) = result["columns"]
+    assert [m["overrides"] for m in col["members"]] == [{"colour_permutation": False}, {"seed": 1}]
+    assert all(m["steps"] == 2 for m in col["members"]) and col["steps"] == 4
     for k in (0, 1):
-        assert (tmp_path / f"member_{k}" / "work" / "eval" / "predictions.json").is_file()
-    assert result["submission"] == str(tmp_path / "submission.json")
-    assert set(json.loads((tmp_path / "submission.json").read_text())) == set(two)
+        assert (tmp_path / "scratch" / f"member_{k}" / "work" / "eval" / "predictions.json").is_file()
+    assert col["submission"] == str(tmp_path / "scratch" / "submission.json")
+    assert set(json.loads((tmp_path / "scratch" / "submission.json").read_text())) == set(two)
     with pytest.raises(ValueError, match="ensemble member 0"):
         proof.run_proof(two, solutions, tmp_path / "bad", settings={"ensemble": [{"canvas": 20}]})
+
+
+def test_with_a_trunk_the_proof_scores_it_unadapted_adapted_and_against_scratch(tmp_path):
+    challenges, solutions, _ = load_task_file(REPO / "data" / "heldout" / "arc1_eval_v1.json")
+    two = {t: challenges[t] for t in list(challenges)[:2]}
+    tiny = {"hidden_size": 16, "num_heads": 2, "puzzle_emb_ndim": 16}
+    result = proof.run_proof(two, {t: solutions[t] for t in two}, tmp_path, budget_minutes=2, progress=False,
+                             weights=proof.SHIPPED_TRUNK,
+                             settings={"num_aug": 2, "max_steps": 2, "eval_batch_size": 8, "arch": tiny,
+                                       "adapt": {"lr": 1e-4}})
+    none, adapted, scratch = result["columns"]
+    assert [c["mode"] for c in result["columns"]] == ["none", "full", "full"]
+    assert none["steps"] == 0 and adapted["steps"] == 2 and scratch["steps"] == 2
+    assert adapted["settings"]["lr"] == 1e-4 and scratch["settings"]["lr"] == proof.PROOF_DEFAULTS["lr"]
+    # the trunk carries its own architecture; `arch` shapes the scratch model only
+    from trm_core.checkpoint import read_checkpoint
+
+    def hidden(column):
+        (path,) = (tmp_path / column / "work" / "runs" / "adapt" / "checkpoints").glob("step_*/model.pt")
+        return read_checkpoint(path).arch["hidden_size"]
+
+    assert hidden("trunk_adapted") == 64 and hidden("scratch") == 16
+    assert [r["method"] for r in result["rows"]][3:] == ["test input unchanged", "most common training output"]
+    assert all(0.0 <= r["pass@2"] <= 1.0 for r in result["rows"])

@@ -60,11 +60,13 @@ def draw_key(seed: str, task_id: str) -> str:
 
 def select_tasks(candidates: Sequence[tuple[str, dict[str, Task]]], excluded: Sequence[dict[str, Task]] = (),
                  max_grid_side: int = 30, test_inputs: int | None = None, sample: int | None = None,
-                 seed: str = "0") -> tuple[dict[str, Task], dict]:
+                 seed: str = "0", excluded_ids: Sequence[str] = ()) -> tuple[dict[str, Task], dict]:
     """Apply the rule above to (subset name, tasks) candidates; return (kept tasks by id, report).
 
-    `test_inputs` keeps only tasks with exactly that many test inputs; `sample` draws that many by `seed`.
+    `test_inputs` keeps only tasks with exactly that many test inputs; `sample` draws that many by `seed`;
+    `excluded_ids` are dropped before the draw (e.g. a reporting list, when drawing a list to tune on).
     """
+    listed = set(excluded_ids)
     excluded_ids = {tid for tasks in excluded for tid in tasks}
     excluded_pairs = {key for tasks in excluded for task in tasks.values() for key in task_pairs(task)}
     kept: dict[str, Task] = {}
@@ -78,6 +80,8 @@ def select_tasks(candidates: Sequence[tuple[str, dict[str, Task]]], excluded: Se
                 reason = "duplicate id (kept from an earlier subset)"
             elif tid in excluded_ids:
                 reason = "id of an excluded task"
+            elif tid in listed:
+                reason = "in an excluded task list"
             elif any(key in excluded_pairs for key in task_pairs(task)):
                 reason = "shares a grid pair with an excluded task"
             elif max_side(task) > max_grid_side:
@@ -135,6 +139,8 @@ def rule_text(report: dict, subset: str) -> str:
                  f"{report['max_grid_side']}x{report['max_grid_side']}")
     if report["test_inputs"] is not None:
         words.append(f"with exactly {report['test_inputs']} test input(s)")
+    if report["rule"].get("exclude_lists"):
+        words.append(f"not in {', '.join(report['rule']['exclude_lists'])}")
     text = ", ".join(words) + f": {report['eligible']} eligible."
     if report["sample"] is not None:
         text += (f" The {report['kept']} with the smallest sha256('{report['seed']}:' + task id) were taken; any "
@@ -168,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input-file-prefix", required=True, help="reads {prefix}_{subset}_challenges.json[.gz]")
     p.add_argument("--subsets", nargs="+", required=True, help="candidate subsets, in priority order")
     p.add_argument("--exclude-subsets", nargs="*", default=[], help="subsets no kept task may share an id or pair with")
+    p.add_argument("--exclude-lists", nargs="*", default=[], help="task lists whose ids are dropped before the draw")
     p.add_argument("--max-side", type=int, default=30, help="keep tasks whose every grid side is <= this")
     p.add_argument("--test-inputs", type=int, default=None, help="keep tasks with exactly this many test inputs")
     p.add_argument("--sample", type=int, default=None, help="draw this many of the eligible tasks")
@@ -181,11 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         candidates = [(s, _load_subset(args.input_file_prefix, s)) for s in args.subsets]
         excluded = [_load_subset(args.input_file_prefix, s) for s in args.exclude_subsets]
-        kept, report = select_tasks(candidates, excluded, args.max_side, args.test_inputs, args.sample, args.seed)
-    except (TaskError, FileNotFoundError, ValueError) as e:
+        listed = [t for path in args.exclude_lists for t in json.loads(Path(path).read_text())["task_ids"]]
+        kept, report = select_tasks(candidates, excluded, args.max_side, args.test_inputs, args.sample, args.seed,
+                                    listed)
+    except (TaskError, OSError, ValueError, KeyError, TypeError) as e:
         print(f"trm select-tasks: {e}", file=sys.stderr)
         return 2
     report["rule"] = {"subsets": args.subsets, "exclude_subsets": args.exclude_subsets,
+                      "exclude_lists": args.exclude_lists,
                       "input_file_prefix": args.input_file_prefix}
     report["command"] = "trm select-tasks " + " ".join(shlex.quote(a) for a in (argv if argv is not None
                                                                                     else sys.argv[2:]))
