@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -86,7 +87,16 @@ def error_line(e: BaseException) -> tuple[int, str]:
     (a bug to report; TRM_TRACEBACK=1 shows the traceback).
     """
     if isinstance(e, OSError):
-        text = str(e) if e.filename is None else f"{e.filename}: {e.strerror or e}"
+        text = str(e)
+        if e.filename is not None:
+            from pathlib import Path
+
+            from trm_core.utils import _why_not_writable
+
+            reason = e.strerror or str(e)
+            if e.errno in (errno.ENOTDIR, errno.EEXIST):  # a file where a folder is needed: say which one
+                reason = _why_not_writable(Path(e.filename), e)
+            text = f"{e.filename}: {reason}"
         if getattr(e, "filename2", None):
             text += f" (-> {e.filename2})"
         return 2, _one_line(text)

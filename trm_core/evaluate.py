@@ -164,6 +164,9 @@ def run_eval(checkpoint: str | Path, data_dir: str | Path, output_dir: str | Pat
     # identifiers_path: the loader refuses a dataset whose identifiers.json is not the one the model was
     # trained with (when the checkpoint records its hash), since puzzle ids would then select the wrong rows.
     arch = dict(arch or {})
+    # The user's files first: a malformed challenges or solutions file fails before minutes of inference.
+    challenges = read_challenges(challenges) if challenges is not None else None
+    solutions = read_solutions(solutions) if solutions is not None else None
     if torch.device(device).type == "cpu":  # bf16 matmuls are ~9x slower than fp32 on CPU
         arch.setdefault("forward_dtype", "float32")
     model = load_checkpoint(checkpoint, identifiers_path=data_dir / "identifiers.json", device=device, **arch)

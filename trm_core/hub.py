@@ -104,8 +104,11 @@ def _torch_kind(path: Path) -> tuple[str | None, str]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - not loadable safely: never published
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
-            return None, f"not a plain weights file (weights_only loading refuses it: {first})"
+            from trm_core.utils import weights_only_refusal
+
+            refused, reason = weights_only_refusal(e)
+            return None, (f"refused: holds Python objects weights_only loading does not allow ({reason})" if refused
+                          else f"not a readable torch file ({reason})")
     if isinstance(obj, dict) and RESUME_KEYS & set(obj):
         return "resume", "resume state (optimizer / ACT carries / RNG states)"
     if isinstance(obj, dict) and any(isinstance(v, torch.Tensor) or isinstance(v, dict) for v in obj.values()):

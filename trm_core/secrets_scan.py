@@ -48,7 +48,8 @@ PATTERNS: tuple[tuple[str, tuple[bytes, ...], re.Pattern[bytes], bool], ...] = t
         (GENERIC,
          _cases("passw", "passwd", "api_key", "api-key", "apikey", "secret_key", "secret-key", "access_token",
                 "access-token", "auth_token", "auth-token"),
-         rb"(?im)^[ \t]*[\"']?(?:password|passwd|api[_-]?key|secret[_-]?key|access[_-]?token|auth[_-]?token)[\"']?"
+         rb"(?im)(?:^|[{,])[ \t]*[\"']?(?:password|passwd|api[_-]?key|secret[_-]?key|access[_-]?token|auth[_-]?token)"
+         rb"[\"']?"
          rb"[ \t]*[=:][ \t]*[\"']?[^\s\"'#()\[\]{}$<>]{8,}(?=[\s\"',]|$)", False),
         ("netrc password", (b"machine",),
          rb"machine\s+\S+\s+(?:login\s+\S+\s+)?password\s+\S{8,}", False),

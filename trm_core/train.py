@@ -40,7 +40,7 @@ import torch
 
 from trm_core import dist as trm_dist
 from trm_core.config import (ArchConfig, ConfigError, apply_overrides, from_dict, load_yaml, save_yaml, to_dict)
-from trm_core.utils import Progress, atomic_torch_save, atomic_write_text, seed_everything
+from trm_core.utils import Progress, atomic_torch_save, atomic_write_text, seed_everything, weights_only_refusal
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -644,17 +644,16 @@ def load_resume_file(path: Path, map_location: Any, required: tuple[str, ...]) -
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise ConfigError(f"resume: {path}: missing (an incomplete checkpoint folder?)") from None
-    except pickle.UnpicklingError as e:
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise ConfigError(
-            f"resume: {path}: refused: it holds Python objects that weights_only loading does not allow "
-            f"(planted code, or a file from an older trm_core that pickled its RNG states): {first[:200]}. "
-            f"Nothing in it was run. To start from its weights instead: load_checkpoint={path.parent}/model.pt"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - truncated, corrupt or not a torch file: one message naming it
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    except Exception as e:  # noqa: BLE001 - every failure is one message naming the file
+        refused, reason = weights_only_refusal(e)
+        if isinstance(e, pickle.UnpicklingError) and refused:
+            raise ConfigError(
+                f"resume: {path}: refused: it holds Python objects that weights_only loading does not allow "
+                f"(planted code, or a file from an older trm_core that pickled its RNG states): {reason}. "
+                f"Nothing in it was run. To start from its weights instead: load_checkpoint={path.parent}/model.pt"
+            ) from None
         raise ConfigError(f"resume: {path}: cannot read it (truncated, corrupt or not a torch file): "
-                          f"{type(e).__name__}: {first[:200]}") from None
+                          f"{type(e).__name__}: {reason}") from None
     missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if missing:
         raise ConfigError(f"resume: {path}: not a trm_core resume file (missing {missing})")

@@ -185,3 +185,17 @@ def format_seconds(s: float) -> str:
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def weights_only_refusal(error: BaseException) -> tuple[bool, str]:
+    """(is a refused Python object, short reason) for an exception of `torch.load(..., weights_only=True)`.
+
+    torch's own message suggests re-running with weights_only=False, which would run any code planted in the
+    file: only the unpickler's reason is kept ("Unsupported global: GLOBAL posix.system ...")."""
+    import re
+
+    text = str(error)
+    m = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\n\n|\. Please use|$)", text, re.S)
+    reason = " ".join((m.group(1) if m else text.strip().splitlines()[0] if text.strip() else "").split())
+    refused = "Unsupported global" in text or "Unsupported class" in text
+    return refused, (reason or type(error).__name__)[:200]
