@@ -189,6 +189,8 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
         raise CheckpointError(f"{path}: not a TRM checkpoint (expected a state_dict of tensors or a trm_core "
                               f"checkpoint, found {type(obj).__name__})")
     sd = {canonical_key(k): v for k, v in obj.items()}
+    if "inner.embed_tokens.embedding_weight" not in sd:  # infer_arch would refuse it without naming the file
+        raise CheckpointError(f"{path}: not a TRM state_dict: no inner.embed_tokens.embedding_weight")
     prefixes = sorted({m.group(1) for k in obj if (m := _PREFIX_RE.match(k))} |
                       ({""} if any(k.startswith("inner.") for k in obj) else set()))
     arch, lora, ignored, is_fork, source = {}, None, [], False, None

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from trm_core.utils import sha256_file
+from trm_core.utils import prepare_output_dir, sha256_file
 
 
 @dataclass(frozen=True)
@@ -288,8 +288,7 @@ def fetch(repo_id: str, files: Sequence[str], local_dir: str | Path, revision: s
 
     if not files:
         raise ValueError("fetch: name at least one file (e.g. step_723914 all_config.yaml)")
-    local_dir = Path(local_dir)
-    local_dir.mkdir(parents=True, exist_ok=True)
+    local_dir = prepare_output_dir(local_dir)  # OutputPathError names the folder and the reason
     fetched, record = [], {}
     for name in files:
         try:

@@ -157,8 +157,10 @@ def _read_bytes(path: Path, max_bytes: int) -> bytes:
 
 
 def loads(data: bytes | str, *, file: str | Path = "<json>", max_depth: int | None = None,
-          max_int_digits: int | None = None) -> Any:
-    """Parse JSON text with the limits (see `read_json`); raises InputError naming `file` and the position."""
+          max_int_digits: int | None = None, tasks_at: tuple[str, ...] | None = ()) -> Any:
+    """Parse JSON text with the limits (see `read_json`); raises InputError naming `file` and the position.
+    `tasks_at`: the keys leading to the task-id object (() = the top level, None = no tasks in this file),
+    so that a duplicated key is reported as a duplicated task id, or inside its task."""
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
     max_depth = max_depth or _limit("TRM_MAX_JSON_DEPTH", DEFAULT_MAX_DEPTH)
@@ -188,21 +190,40 @@ def loads(data: bytes | str, *, file: str | Path = "<json>", max_depth: int | No
         raise InputError(f"not accepted as JSON: {type(e).__name__}: {e}", file=file) from None
     if duplicates:
         obj, key = duplicates[0]
-        if obj is value:
+        path = _path_to(value, obj) or []
+        n = len(tasks_at) if tasks_at is not None else -1
+        if n >= 0 and path == list(tasks_at):
             raise InputError(f"task id {show_id(key)} appears twice (JSON would silently keep the last one)",
                              file=file)
+        task = path[n] if n >= 0 and len(path) > n and path[:n] == list(tasks_at) else None
+        rest = path[n + 1:] if task is not None else path
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in rest).lstrip(".") or None
         raise InputError(f"key {short(key)} appears twice in one object (JSON would silently keep the last one)",
-                         file=file)
+                         file=file, task=task, index=where)
     return value
 
 
+def _path_to(root: Any, target: Any) -> list | None:
+    """The keys/indices leading from `root` to the object `target` (by identity), found without recursion."""
+    stack: list[tuple[Any, list]] = [(root, [])]
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return path
+        if isinstance(node, dict):
+            stack.extend((v, path + [k]) for k, v in node.items() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, path + [i]) for i, v in enumerate(node) if isinstance(v, (dict, list)))
+    return None
+
+
 def read_json(path: str | Path, *, max_bytes: int | None = None, max_depth: int | None = None,
-              max_int_digits: int | None = None) -> Any:
+              max_int_digits: int | None = None, tasks_at: tuple[str, ...] | None = ()) -> Any:
     """Read a user's JSON file (plain or .gz) with limits: size, nesting depth, integer digits; duplicate keys
     are an error (plain json keeps the last silently). Raises InputError naming the file and the position."""
     path = Path(path)
     data = _read_bytes(path, max_bytes or _limit("TRM_MAX_JSON_BYTES", DEFAULT_MAX_BYTES))
-    return loads(data, file=path, max_depth=max_depth, max_int_digits=max_int_digits)
+    return loads(data, file=path, max_depth=max_depth, max_int_digits=max_int_digits, tasks_at=tasks_at)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -130,9 +130,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, top: int
     if not pred_path.exists():
         raise FileNotFoundError(f"{pred_path} not found: run `trm eval --output-dir {run_dir}` first")
     # The input boundary: limits, then the shape (every grid rectangular with colours 0..9, votes and q numbers).
-    predictions = check_predictions(read_json(pred_path), pred_path)
+    predictions = check_predictions(read_json(pred_path, tasks_at=("tasks",)), pred_path)
     metrics_path = run_dir / "metrics.json"
-    metrics = check_metrics(read_json(metrics_path), metrics_path) if metrics_path.exists() else None
+    metrics = check_metrics(read_json(metrics_path, tasks_at=None), metrics_path) if metrics_path.exists() else None
     page = render_html(predictions, metrics, top=top, only_unsolved=only_unsolved, title=f"trm eval: {run_dir}")
     return atomic_write_text(Path(out) if out else run_dir / "report.html", page)
 

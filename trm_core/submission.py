@@ -135,13 +135,24 @@ def validate_submission(submission: Any, challenges: Any, *, name: str | Path | 
     A challenges file that cannot be used raises InputError (it is not the thing being judged); a task with
     `"test": []` has no test input and expects `[]`. A submission file that cannot be read is one problem.
     Problems start with `name` (default: the submission's path, if one is given)."""
-    from trm_core.jsonio import InputError, check_submission_object
+    from trm_core.jsonio import InputError
 
     if name is None and isinstance(submission, (str, Path)):
         name = submission
     challenges = read_challenges(challenges, need_inputs=False)
     try:
-        submission = check_submission_object(_read(submission)[0], name or "submission")
+        content = _read(submission)[0]
+    except InputError as e:
+        return [str(e)]
+    return _validate_content(content, challenges, name)
+
+
+def _validate_content(submission: Any, challenges: dict, name: Any) -> list[str]:
+    """`validate_submission` on parsed content (a JSON string at the top is content, never a path)."""
+    from trm_core.jsonio import InputError, check_submission_object
+
+    try:
+        submission = check_submission_object(submission, name or "submission")
     except InputError as e:
         return [str(e)]
     prefix = f"{name}: " if name is not None else ""
@@ -247,7 +258,7 @@ def main_validate(argv: Sequence[str] | None = None) -> int:
 
     challenges = read_challenges(args.challenges, need_inputs=False)  # InputError: exit 2 (trm_core.cli)
     submission = read_json(args.submission)
-    problems = validate_submission(submission, challenges, name=args.submission)
+    problems = _validate_content(submission, challenges, args.submission)
     for line in problems:
         print(line)
     if not problems:
@@ -263,7 +274,8 @@ def pool_predictions(prediction_files: Sequence[str | Path], challenges: Any, *,
     from trm_core.voting import pool_ranked, ranked_from_predictions
 
     chal = read_challenges(challenges)
-    rankeds = [ranked_from_predictions(check_predictions(read_json(path), path)) for path in prediction_files]
+    rankeds = [ranked_from_predictions(check_predictions(read_json(path, tasks_at=("tasks",)), path))
+               for path in prediction_files]
     return make_submission(chal, pool_ranked(rankeds, rank_by), fallback)
 
 
