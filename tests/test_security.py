@@ -351,3 +351,23 @@ def test_the_secret_scan_finds_a_token_split_across_read_chunks(tmp_path, monkey
     assert "Hugging Face token" in secrets_scan.scan_file(tmp_path / "x.whl")
     (tmp_path / "code.py").write_text("password = password_from_prompt\n")  # code, not a credential
     assert secrets_scan.scan_file(tmp_path / "code.py") is None
+
+
+def test_every_torch_load_in_the_package_is_weights_only():
+    """A static guard: a new `torch.load` without weights_only=True (or an `np.load` with pickles) fails here."""
+    import ast
+
+    pkg = Path(__file__).resolve().parent.parent / "trm_core"
+    found = []
+    for path in sorted(pkg.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            owner = node.func.value.id if isinstance(node.func.value, ast.Name) else ""
+            kw = {k.arg: k.value for k in node.keywords}
+            if (owner, node.func.attr) == ("torch", "load"):
+                ok = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
+                found.append((path.name, node.lineno, ok))
+            if (owner, node.func.attr) == ("np", "load") and "allow_pickle" in kw:
+                found.append((path.name, node.lineno, False))
+    assert found and all(ok for _, _, ok in found), [f for f in found if not f[2]]
