@@ -12,7 +12,6 @@ import json
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -120,17 +119,26 @@ def test_a_checkpoint_from_the_older_pickled_rng_format_is_refused_with_the_way_
         resume(small_dataset, run)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "not a dict"])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not a dict", "wrong weights", "bad carries",
+                                    "bad rng"])
 def test_a_damaged_resume_file_is_named(trained_run, small_dataset, tmp_path, damage):
     run = shutil.copytree(trained_run, tmp_path / "t")
-    path = latest_checkpoint(run) / "train_state.pt"
+    name = "carry_rank0.pt" if damage in ("bad carries", "bad rng") else "train_state.pt"
+    path = latest_checkpoint(run) / name
+    state = torch.load(path, weights_only=True)
     if damage == "truncated":
         path.write_bytes(path.read_bytes()[:200])
     elif damage == "empty":
         path.write_bytes(b"")
-    else:
+    elif damage == "not a dict":
         torch.save([1, 2, 3], path)
-    with pytest.raises(ConfigError, match="train_state.pt"):
+    elif damage == "wrong weights":
+        torch.save({**state, "model": {"x": torch.zeros(1)}}, path)
+    elif damage == "bad carries":
+        torch.save({**state, "carries": [5]}, path)
+    else:
+        torch.save({**state, "numpy_rng": {**state["numpy_rng"], "keys": torch.zeros(3, dtype=torch.int64)}}, path)
+    with pytest.raises(ConfigError, match=name):
         resume(small_dataset, run)
 
 

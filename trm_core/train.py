@@ -524,28 +524,33 @@ class Trainer:
             raise ConfigError(f"resume: {ckpt} was written by {state['world_size']} process(es) with micro-batches of "
                               f"{state['micro_batch_size']}; this run has {self.info.world_size} and {self.micro}. "
                               "Exact resume needs the same layout (the ACT carries are per process and micro-batch).")
-        self.model.load_state_dict(state["model"])
-        if state["trunk_frozen"] != self._trunk_frozen:
-            self._set_trunk_frozen(state["trunk_frozen"])
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
+        try:  # a state that does not fit this run (or was edited) is named, not a traceback
+            self.model.load_state_dict(state["model"])
+            if state["trunk_frozen"] != self._trunk_frozen:
+                self._set_trunk_frozen(state["trunk_frozen"])
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+            if self.ema is not None and state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError) as e:
+            raise ConfigError(f"resume: {ckpt / 'train_state.pt'}: does not fit this run "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.history = state.get("history", [])
         rank_file = ckpt / f"carry_rank{self.info.rank}.pt"
         rank_state = load_resume_file(rank_file, "cpu", RANK_STATE_KEYS)  # RNG states must stay on the CPU
         dev = self.info.device
-        if rank_state["carries"] is not None:
-            self.carries = [Carry(tuple(t.to(dev) for t in c["inner"]), c["steps"].to(dev), c["halted"].to(dev),
-                                  {k: v.to(dev) for k, v in c["current_data"].items()})
-                            for c in rank_state["carries"]]
         try:
+            if rank_state["carries"] is not None:
+                self.carries = [Carry(tuple(t.to(dev) for t in c["inner"]), c["steps"].to(dev), c["halted"].to(dev),
+                                      {k: v.to(dev) for k, v in c["current_data"].items()})
+                                for c in rank_state["carries"]]
             set_rng_state(rank_state)
             if "cuda_rng" in rank_state:
                 torch.cuda.set_rng_state(rank_state["cuda_rng"], dev)
-        except (TypeError, ValueError, RuntimeError, KeyError) as e:
-            raise ConfigError(f"resume: {rank_file}: RNG state not usable ({type(e).__name__}: {e})") from None
+        except (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError) as e:
+            raise ConfigError(f"resume: {rank_file}: ACT carries or RNG states not usable "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
         if self.info.is_main:
             self._truncate_metrics()
             print(f"resumed from {ckpt} at step {self.step}", file=sys.stderr)
