@@ -264,8 +264,8 @@ def test_validator_reports_every_problem_and_unreadable_files(tmp_path):
     assert len(validate_submission(sub, CHALLENGES)) == 3  # missing task, bad value, not rectangular
     bad = tmp_path / "submission.json"
     bad.write_text("{not json")
-    assert validate_submission(bad, CHALLENGES)[0].startswith("submission: not readable as JSON")
-    assert validate_submission([], CHALLENGES)[0].startswith("submission: top level must be an object")
+    assert validate_submission(bad, CHALLENGES)[0].startswith(f"{bad}: not readable as JSON")
+    assert validate_submission([], CHALLENGES)[0].startswith("submission: top level must be a JSON object")
 
 
 def test_validate_cli_exit_code_and_one_line_per_problem(tmp_path, capsys):

@@ -41,7 +41,7 @@ def cli_overrides(cfg: TrainConfig) -> list[str]:
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(latest_checkpoint(run_dir) / "train_state.pt", weights_only=False)
+    state = torch.load(latest_checkpoint(run_dir) / "train_state.pt", weights_only=True)
     return state["model"]
 
 
@@ -224,7 +224,7 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_loadable(sma
     with pytest.raises(OSError):
         trainer.save_checkpoint()
     assert latest_checkpoint(trainer.run_dir) == good
-    torch.load(good / "train_state.pt", weights_only=False)
+    torch.load(good / "train_state.pt", weights_only=True)
     from trm_core.checkpoint import load_checkpoint
 
     load_checkpoint(good / "model.pt")

@@ -36,7 +36,7 @@ import torch
 from trm_core.config import ArchConfig, ConfigError, arch_from_dict, load_yaml, parse_value, swiglu_width, to_dict
 from trm_core.lora import LORA_TARGETS, LoraConfig, adapter_state_dict, apply_lora, lora_layers
 from trm_core.model import TRM, build_model
-from trm_core.utils import atomic_torch_save, atomic_write_text, sha256_file
+from trm_core.utils import atomic_torch_save, atomic_write_text, sha256_file, weights_only_refusal
 
 FORMAT_VERSION = 1
 PUZZLE_TABLE = "inner.puzzle_emb.weights"
@@ -123,8 +123,12 @@ def _torch_load(path: Path) -> Any:
     except Exception as e:  # noqa: BLE001 - every failure becomes one message naming the file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "Weights only load failed" in str(e):
-            raise CheckpointError(f"{path}: holds Python objects that weights_only loading refuses "
-                                  f"(save a plain state_dict instead): {first}") from None
+            refused, reason = weights_only_refusal(e)
+            if refused:  # never suggest weights_only=False: that would run whatever the file holds
+                raise CheckpointError(f"{path}: refused: holds Python objects that weights_only loading does not "
+                                      f"allow, nothing in it was run (save a plain state_dict instead): {reason}") \
+                    from None
+            first = reason
         raise CheckpointError(f"{path}: cannot read this checkpoint (truncated, corrupt or not a torch file): "
                               f"{type(e).__name__}: {first}") from None
 
@@ -185,6 +189,8 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
         raise CheckpointError(f"{path}: not a TRM checkpoint (expected a state_dict of tensors or a trm_core "
                               f"checkpoint, found {type(obj).__name__})")
     sd = {canonical_key(k): v for k, v in obj.items()}
+    if "inner.embed_tokens.embedding_weight" not in sd:  # infer_arch would refuse it without naming the file
+        raise CheckpointError(f"{path}: not a TRM state_dict: no inner.embed_tokens.embedding_weight")
     prefixes = sorted({m.group(1) for k in obj if (m := _PREFIX_RE.match(k))} |
                       ({""} if any(k.startswith("inner.") for k in obj) else set()))
     arch, lora, ignored, is_fork, source = {}, None, [], False, None

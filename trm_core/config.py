@@ -267,7 +267,10 @@ def load_yaml(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except (RecursionError, ValueError, OSError, UnicodeDecodeError) as e:  # deep nesting, a 5,000-digit int, a folder
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+        raise ConfigError(f"{path}: not a usable config file ({' '.join(str(reason).split())[:200]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

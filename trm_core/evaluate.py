@@ -32,9 +32,11 @@ import numpy as np
 # Re-exported (listed in __all__): the names that moved to trm_core.voting, trm_core.submission and
 # trm_core.data.augment stay importable from here.
 from trm_core.data.augment import parse_aug_names
-from trm_core.submission import (FALLBACKS, _load, _test_inputs_of, kaggle_score, main_score, main_validate,
-                                 make_submission, score_submission, validate_submission, write_submission)
-from trm_core.utils import Progress, atomic_write, atomic_write_text
+from trm_core.jsonio import InputError, read_json
+from trm_core.submission import (FALLBACKS, _test_inputs_of, kaggle_score, main_score, main_validate, make_submission,
+                                 read_challenges, read_solutions, score_submission, validate_submission,
+                                 write_submission)
+from trm_core.utils import Progress, atomic_write, atomic_write_text, prepare_output_dir
 from trm_core.voting import (MAX_SIDE, PASS_KS, RANK_RULES, Candidate, Ranked, TestInputs, VoteAccumulator,
                              pass_at_k, truth_ranks, vote)
 
@@ -162,6 +164,9 @@ def run_eval(checkpoint: str | Path, data_dir: str | Path, output_dir: str | Pat
     # identifiers_path: the loader refuses a dataset whose identifiers.json is not the one the model was
     # trained with (when the checkpoint records its hash), since puzzle ids would then select the wrong rows.
     arch = dict(arch or {})
+    # The user's files first: a malformed challenges or solutions file fails before minutes of inference.
+    challenges = read_challenges(challenges) if challenges is not None else None
+    solutions = read_solutions(solutions) if solutions is not None else None
     if torch.device(device).type == "cpu":  # bf16 matmuls are ~9x slower than fp32 on CPU
         arch.setdefault("forward_dtype", "float32")
     model = load_checkpoint(checkpoint, identifiers_path=data_dir / "identifiers.json", device=device, **arch)
@@ -196,17 +201,13 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
     if arrays is None:  # not rank 0
         return None
 
-    identifiers = json.loads((data_dir / "identifiers.json").read_text())
-    test_puzzles = json.loads((data_dir / "test_puzzles.json").read_text())
-    chal = _load(challenges, "challenges")[0] if challenges is not None else test_puzzles
-    if chal is None:
-        raise ValueError(_load(challenges, "challenges")[1][0])
-    if solutions is not None:
-        sols, problems = _load(solutions, "solutions")
-        if problems:
-            raise ValueError(problems[0])
-    else:
-        sols = _known_solutions(test_puzzles)
+    identifiers = read_json(data_dir / "identifiers.json")
+    if not isinstance(identifiers, list) or not all(isinstance(x, str) for x in identifiers):
+        raise InputError("must be a list of puzzle names (is this folder built by trm build-data?)",
+                         file=data_dir / "identifiers.json")
+    test_puzzles = read_challenges(data_dir / "test_puzzles.json")
+    chal = read_challenges(challenges) if challenges is not None else test_puzzles
+    sols = read_solutions(solutions) if solutions is not None else _known_solutions(test_puzzles)
     # Vote for every task of the submission; test_puzzles.json supplies tasks only it knows (for pass@K).
     test_inputs = _test_inputs_of(chal)
     for t, grids in _test_inputs_of(test_puzzles).items():
@@ -222,7 +223,7 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
     problems = validate_submission(submission, chal)
     if problems:  # our own bug if it happens: fail loudly rather than ship a broken file
         raise RuntimeError("built an invalid submission:\n" + "\n".join(problems))
-    output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(output_dir)
     write_submission(output_dir / "submission.json", submission)
 
     n_test = sum(len(v) for v in _test_inputs_of(chal).values())
@@ -312,6 +313,7 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
         if not sep:
             p.error(f"--arch expects KEY=VALUE, got {item!r}")
         arch[key.strip()] = parse_value(value)
+    prepare_output_dir(args.output_dir)  # an unusable output folder fails now, not after the inference
     info = dist.init_distributed(args.device or "auto")
     try:
         metrics = run_eval(args.checkpoint, args.data, args.output_dir, arch=arch, steps=args.steps,

@@ -234,12 +234,13 @@ def fallback_challenges(challenges: dict) -> dict:
     """Every task id of a raw challenges dict with one usable test input grid per test entry.
 
     Unusable test inputs (or a test list that is not a list) become `[[0]]`; a task whose test field is not a
-    list gets one entry. This is what the submission is validated against, so malformed tasks cannot crash it.
+    list gets one entry, and a task with `"test": []` none (as `trm validate` expects: one entry per test input).
+    This is what the submission is validated against, so malformed tasks cannot crash it.
     """
     out = {}
     for task_id, task in challenges.items():
         tests = task.get("test") if isinstance(task, dict) else None
-        if not isinstance(tests, list) or not tests:
+        if not isinstance(tests, list):
             tests = [None]
         inputs = [(_usable_grid(t.get("input")) if isinstance(t, dict) else None) or [[0]] for t in tests]
         out[task_id] = {"test": [{"input": g} for g in inputs]}
@@ -333,21 +334,38 @@ def checkpoint_canvas(path: Path) -> int:
 # ----------------------------------------------------------------------------------------------------------
 
 class _Log:
-    """Phase timing: one JSON line per event in kaggle_log.jsonl, one printed line each."""
+    """Phase timing: one JSON line per event in kaggle_log.jsonl, one printed line each.
+
+    A log that cannot be written (a folder in its place, a read-only or full disk) never stops the run: the
+    first failure is printed once, naming the file and the reason, and the run goes on with printed lines only,
+    so the fallback submission is still written."""
 
     def __init__(self, path: Path, t0: float):
         self.path, self.t0 = path, t0
         self.phases: dict[str, float] = {}
         self._starts: dict[str, float] = {}
+        self.broken: str | None = None  # why the file cannot be written, once it failed
+
+    def _write(self, record: dict) -> None:
+        if self.broken is not None:
+            return
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record, default=str) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            from trm_core.utils import _why_not_writable
+
+            self.broken = ("a folder has that name" if self.path.is_dir()
+                           else _why_not_writable(self.path.parent, e))
+            print(f"[kaggle] cannot write {self.path}: {self.broken}; logging to the console only", flush=True)
 
     def event(self, phase: str, event: str, echo: bool = True, **data: Any) -> None:
         now = time.monotonic()
         record = {"time": round(time.time(), 3), "elapsed_s": round(now - self.t0, 3), "phase": phase,
                   "event": event, **data}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self._write(record)
         if not echo:
             return
         extra = " ".join(f"{k}={v}" for k, v in data.items() if k != "traceback")
@@ -461,8 +479,9 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     if cfg.budget_minutes <= 0:
         raise ValueError(f"budget_minutes must be > 0, got {cfg.budget_minutes}")
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from trm_core.utils import prepare_output_dir
+
+    out = prepare_output_dir(cfg.output_dir)  # OutputPathError names the folder and the reason
     work = Path(cfg.work_dir) if cfg.work_dir else out / "trm_work"
     log = _Log(out / "kaggle_log.jsonl", t0)
     budget_s = cfg.budget_minutes * 60.0
@@ -654,7 +673,11 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         result["status"] = "ok"
         log.end(phase, predicted_tasks=len(test_puzzles), submission=str(sub_path))
     except Exception as e:  # noqa: BLE001 - any failure keeps the best submission written so far
+        from trm_core.jsonio import InputError
+
         result["errors"].append(f"{phase}: {type(e).__name__}: {e}")
+        if phase == "validate" and isinstance(e, InputError):
+            result["input_error"] = str(e)  # the challenges file itself is unusable: `trm kaggle` exits 2
         log.event(phase, "error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         if not sub_path.is_file() and "raw" in locals():
             try:
@@ -753,7 +776,12 @@ def main(argv: list[str] | None = None) -> int:
                     "trm kaggle")
     result = run_kaggle(cfg)
     print(format_result(result))
-    return 0 if result["status"] in ("ok", "fallback") else 1
+    if result["status"] in ("ok", "fallback"):
+        return 0
+    if result.get("input_error"):
+        print(f"trm kaggle: {result['input_error']}", file=sys.stderr)
+        return 2
+    return 1
 
 
 def steps_that_fit(budget_minutes: float, step_s: float, infer_row_s: float, test_inputs: int, vote_aug: int,

@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         key, _, value = item.partition("=")
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON (or a 5,000-digit number): kept as the string given
             pass
         if key.startswith("arch."):
             settings["arch"][key[5:]] = value

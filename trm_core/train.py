@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,7 @@ import torch
 
 from trm_core import dist as trm_dist
 from trm_core.config import (ArchConfig, ConfigError, apply_overrides, from_dict, load_yaml, save_yaml, to_dict)
-from trm_core.utils import Progress, atomic_torch_save, atomic_write_text, seed_everything
+from trm_core.utils import Progress, atomic_torch_save, atomic_write_text, seed_everything, weights_only_refusal
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -493,12 +494,13 @@ class Trainer:
         }
 
     def _rank_state(self) -> dict:
+        """This rank's ACT carries and RNG states, as tensors and plain types only (loadable with
+        weights_only=True: a checkpoint folder from elsewhere cannot run code when resumed)."""
         carries = None
         if self.carries is not None:
             carries = [{"inner": list(c.inner), "steps": c.steps, "halted": c.halted, "current_data": c.current_data}
                        for c in self.carries]
-        state = {"carries": carries, "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                 "python_rng": random.getstate()}
+        state = {"carries": carries, **rng_state()}
         if torch.cuda.is_available() and self.info.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.info.device)
         return state
@@ -517,32 +519,62 @@ class Trainer:
             if self.info.is_main:
                 print(f"resume: no checkpoint under {path} yet, starting from scratch", file=sys.stderr)
             return
-        state = torch.load(ckpt / "train_state.pt", map_location=self.info.device, weights_only=False)
+        state = load_resume_file(ckpt / "train_state.pt", self.info.device, TRAIN_STATE_KEYS)
         if (state["world_size"], state["micro_batch_size"]) != (self.info.world_size, self.micro):
             raise ConfigError(f"resume: {ckpt} was written by {state['world_size']} process(es) with micro-batches of "
                               f"{state['micro_batch_size']}; this run has {self.info.world_size} and {self.micro}. "
                               "Exact resume needs the same layout (the ACT carries are per process and micro-batch).")
-        self.model.load_state_dict(state["model"])
-        if state["trunk_frozen"] != self._trunk_frozen:
-            self._set_trunk_frozen(state["trunk_frozen"])
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
+        try:  # a state that does not fit this run (or was edited) is named, not a traceback
+            self.model.load_state_dict(state["model"])
+            if state["trunk_frozen"] != self._trunk_frozen:
+                self._set_trunk_frozen(state["trunk_frozen"])
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+            if self.ema is not None and state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError) as e:
+            raise ConfigError(f"resume: {ckpt / 'train_state.pt'}: does not fit this run "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.history = state.get("history", [])
-        rank_state = torch.load(ckpt / f"carry_rank{self.info.rank}.pt", map_location=self.info.device,
-                                weights_only=False)
-        if rank_state["carries"] is not None:
-            self.carries = [Carry(tuple(c["inner"]), c["steps"], c["halted"], c["current_data"])
-                            for c in rank_state["carries"]]
-        torch.set_rng_state(rank_state["torch_rng"])
-        np.random.set_state(rank_state["numpy_rng"])
-        random.setstate(rank_state["python_rng"])
-        if "cuda_rng" in rank_state:
-            torch.cuda.set_rng_state(rank_state["cuda_rng"], self.info.device)
+        rank_file = ckpt / f"carry_rank{self.info.rank}.pt"
+        rank_state = load_resume_file(rank_file, "cpu", RANK_STATE_KEYS)  # RNG states must stay on the CPU
+        dev = self.info.device
+        try:
+            if rank_state["carries"] is not None:
+                self.carries = [Carry(tuple(t.to(dev) for t in c["inner"]), c["steps"].to(dev), c["halted"].to(dev),
+                                      {k: v.to(dev) for k, v in c["current_data"].items()})
+                                for c in rank_state["carries"]]
+            set_rng_state(rank_state)
+            if "cuda_rng" in rank_state:
+                torch.cuda.set_rng_state(rank_state["cuda_rng"], dev)
+        except (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError) as e:
+            raise ConfigError(f"resume: {rank_file}: ACT carries or RNG states not usable "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
         if self.info.is_main:
+            self._truncate_metrics()
             print(f"resumed from {ckpt} at step {self.step}", file=sys.stderr)
+
+    def _truncate_metrics(self) -> None:
+        """Drop the metrics.jsonl lines written after the checkpoint being resumed (a killed run logged steps that
+        the resumed run logs again), and a line torn by the kill, so every step appears once."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept, dropped = [], 0
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    step = json.loads(line).get("step")
+                except (ValueError, AttributeError):
+                    step = None
+                if isinstance(step, int) and step <= self.step and line.endswith("\n"):
+                    kept.append(line)
+                else:
+                    dropped += 1
+        if dropped:
+            atomic_write_text(path, "".join(kept))
+            print(f"resume: dropped {dropped} metrics.jsonl line(s) past step {self.step}", file=sys.stderr)
 
     # --- logging -------------------------------------------------------------------------------------------
     def _log(self, metrics: dict[str, float]) -> None:
@@ -569,7 +601,8 @@ class Trainer:
 
     def _write_provenance(self) -> None:
         save_yaml(self.cfg, self.run_dir / "config.yaml")
-        cmd = " ".join(self.command or sys.argv)
+        # A line a shell can run again: the working folder, then the command with every argument quoted.
+        cmd = f"cd {shlex.quote(os.getcwd())} && {shlex.join(self.command or sys.argv)}"
         with open(self.run_dir / "COMMANDS.txt", "a") as f:
             f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} world_size={self.info.world_size}\n{cmd}\n")
         atomic_write_text(self.run_dir / "ENVIRONMENT.txt", environment_report())
@@ -577,6 +610,59 @@ class Trainer:
     def cleanup(self) -> None:
         if getattr(self, "_wandb", None) is not None:
             self._wandb.finish()
+
+
+TRAIN_STATE_KEYS = ("step", "epoch", "batch_in_epoch", "world_size", "micro_batch_size", "model", "optimizers",
+                    "ema", "trunk_frozen")
+RANK_STATE_KEYS = ("carries", "torch_rng", "numpy_rng", "python_rng")
+
+
+def rng_state() -> dict:
+    """The torch CPU, numpy and Python RNG states as tensors and plain types (weights_only=True loads them)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    return {"torch_rng": torch.get_rng_state(),
+            "numpy_rng": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                          "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+            "python_rng": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
+                           "gauss": None if py_gauss is None else float(py_gauss)}}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved, exactly."""
+    torch.set_rng_state(state["torch_rng"])
+    n = state["numpy_rng"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python_rng"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
+
+
+def load_resume_file(path: Path, map_location: Any, required: tuple[str, ...]) -> dict:
+    """A resume file (train_state.pt, carry_rank*.pt) read with weights_only=True: tensors and plain types
+    only, so a planted pickle payload is refused, never run. Files written before RNG states were stored as
+    tensors hold pickled numpy objects and are refused too (resume is not possible from them; their
+    model.pt still loads: `load_checkpoint=<folder>/model.pt`)."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"resume: {path}: missing (an incomplete checkpoint folder?)") from None
+    except Exception as e:  # noqa: BLE001 - every failure is one message naming the file
+        refused, reason = weights_only_refusal(e)
+        if isinstance(e, pickle.UnpicklingError) and refused:
+            raise ConfigError(
+                f"resume: {path}: refused: it holds Python objects that weights_only loading does not allow "
+                f"(planted code, or a file from an older trm_core that pickled its RNG states): {reason}. "
+                f"Nothing in it was run. To start from its weights instead: load_checkpoint={path.parent}/model.pt"
+            ) from None
+        raise ConfigError(f"resume: {path}: cannot read it (truncated, corrupt or not a torch file): "
+                          f"{type(e).__name__}: {reason}") from None
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ConfigError(f"resume: {path}: not a trm_core resume file (missing {missing})")
+    return state
 
 
 def checkpoint_steps(folder: Path) -> list[int]:
@@ -629,6 +715,19 @@ def run(cfg: TrainConfig, command: list[str] | None = None) -> Trainer:
     return trainer
 
 
+def _rerun_command(argv: list[str] | None) -> list[str]:
+    """The command that runs this training again: `trm train ARGS` when called through the `trm` dispatcher
+    (which passes argv), else `python -m trm_core.train ARGS`, under torchrun when there are several ranks."""
+    if argv is not None:
+        return ["trm", "train", *argv]
+    args = sys.argv[1:]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        nodes = int(os.environ.get("WORLD_SIZE", "1")) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        return ["torchrun", f"--nnodes={nodes}", f"--nproc-per-node={os.environ.get('LOCAL_WORLD_SIZE', '1')}",
+                "-m", "trm_core.train", *args]
+    return ["python", "-m", "trm_core.train", *args]
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -654,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
     try:
-        run(cfg, command=[sys.argv[0]] + list(argv if argv is not None else sys.argv[1:]))
+        run(cfg, command=_rerun_command(argv))
     except ConfigError as e:
         print(f"trm train: {e}", file=sys.stderr)
         return 2

@@ -11,13 +11,14 @@ with a message naming the file, task id, pair and field, not deep inside the bui
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from trm_core.jsonio import InputError, check_task_list, read_json
 
 MAX_GRID_SIDE = 30
 
@@ -32,21 +33,18 @@ class Task:
     test_outputs: list[np.ndarray] | None  # None when no solutions are known (e.g. the Kaggle test file)
 
 
-class TaskError(ValueError):
-    """A malformed task file or task; the message names the file, task id, pair and field."""
+# A malformed task file or task; the message names the file, task id, pair and field. The one error type of the
+# input boundary (trm_core.jsonio), under the name this module has always raised.
+TaskError = InputError
 
 
 def load_challenges_json(path: str | Path) -> dict:
-    """Read a challenges or solutions file (plain or gzipped JSON) and return the raw top-level dict."""
+    """Read a challenges or solutions file (plain or gzipped JSON) and return the raw top-level dict.
+
+    Read through the input boundary: size, depth and integer limits, and a task id that appears twice is an
+    error (plain JSON would keep the last one silently)."""
     path = Path(path)
-    try:
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise TaskError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TaskError(f"{path.name}: not readable as JSON ({e})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise TaskError(f"{path.name}: top level must be a JSON object mapping task id -> task, "
                         f"got {type(data).__name__}")
@@ -97,6 +95,8 @@ def _short(value: Any) -> str:
 
 def _parse_task(task_id: str, raw: Any, solutions: Any, has_solutions: bool) -> Task:
     """Validate one task; raises ValueError("<pair>.<field>: <reason>")."""
+    if "|||" in task_id:  # the separator of augmented names: the original's name would parse as an augmentation
+        raise ValueError("task ids must not contain '|||' (the separator of augmented puzzle names)")
     if not isinstance(raw, dict):
         raise ValueError(f"task must be an object with 'train' and 'test', got {_short(raw)}")
     for split in ("train", "test"):
@@ -190,6 +190,7 @@ def load_task_file(tasks: str | Path, solutions: str | Path | None = None, *,
     raw = load_challenges_json(tasks)
     info: dict[str, Any] = {"tasks_file": str(tasks)}
     if is_task_list(raw):
+        check_task_list(raw, tasks.name)
         base, src = tasks.parent, raw["source"]
         chal_all = load_challenges_json(_resolve_listed(src["challenges"], base))
         sol_file = solutions or (_resolve_listed(src["solutions"], base) if src.get("solutions") else None)
