@@ -108,15 +108,20 @@ def test_trm_train_resume_of_a_planted_run_is_one_line_and_exit_2(trained_run, s
     assert not marker.exists()
 
 
-def test_a_checkpoint_from_the_older_pickled_rng_format_is_refused_with_the_way_out(trained_run, small_dataset,
-                                                                                      tmp_path):
+def test_a_checkpoint_from_the_older_rng_format_resumes_with_the_same_rng_draws(trained_run, small_dataset,
+                                                                                  tmp_path):
+    # Older trm_core wrote numpy's RNG state as its tuple (a numpy array inside) and Python's as a tuple: plain
+    # data that weights_only loading allows once numpy arrays are allowed, upgraded on load.
     run = shutil.copytree(trained_run, tmp_path / "t")
     rank_file = latest_checkpoint(run) / "carry_rank0.pt"
     state = torch.load(rank_file, weights_only=True)
+    np.random.seed(123)
+    random.seed(456)
     state.update(numpy_rng=np.random.get_state(), python_rng=random.getstate())  # what older versions wrote
     torch.save(state, rank_file)
-    with pytest.raises(ConfigError, match=r"older trm_core .* load_checkpoint=.*model\.pt"):
-        resume(small_dataset, run)
+    expected = (np.random.rand(), random.random())
+    resume(small_dataset, run)
+    assert (np.random.rand(), random.random()) == expected
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "not a dict", "wrong weights", "bad carries",

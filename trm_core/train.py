@@ -638,15 +638,41 @@ def set_rng_state(state: dict) -> None:
     random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
 
 
+def _numpy_array_globals() -> list:
+    """What unpickling a plain numpy array needs: its reconstructor, ndarray and dtypes. None of them can run
+    code, so allowing them keeps weights_only's guarantee; resume files of trm_core before RNG states were stored
+    as tensors hold numpy's RNG state (a uint32 array) this way."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _upgrade_rng_state(state: dict) -> dict:
+    """Older resume files kept numpy's and Python's RNG states as the tuples their get_state() return; convert
+    them to what `rng_state` writes now, exactly (the same draws follow)."""
+    n, p = state.get("numpy_rng"), state.get("python_rng")
+    if isinstance(n, tuple) and len(n) == 5:
+        name, keys, pos, has_gauss, gauss = n
+        state["numpy_rng"] = {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                              "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+    if isinstance(p, tuple) and len(p) == 3:
+        version, internal, py_gauss = p
+        state["python_rng"] = {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
+                               "gauss": None if py_gauss is None else float(py_gauss)}
+    return state
+
+
 def load_resume_file(path: Path, map_location: Any, required: tuple[str, ...]) -> dict:
-    """A resume file (train_state.pt, carry_rank*.pt) read with weights_only=True: tensors and plain types
-    only, so a planted pickle payload is refused, never run. Files written before RNG states were stored as
-    tensors hold pickled numpy objects and are refused too (resume is not possible from them; their
-    model.pt still loads: `load_checkpoint=<folder>/model.pt`)."""
+    """A resume file (train_state.pt, carry_rank*.pt) read with weights_only=True: tensors, plain types and
+    plain numpy arrays only, so a planted pickle payload is refused, never run. Files written before RNG states
+    were stored as tensors (numpy arrays and tuples) are read and upgraded, so older runs still resume exactly."""
     import pickle
 
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise ConfigError(f"resume: {path}: missing (an incomplete checkpoint folder?)") from None
     except Exception as e:  # noqa: BLE001 - every failure is one message naming the file
@@ -654,11 +680,13 @@ def load_resume_file(path: Path, map_location: Any, required: tuple[str, ...]) -
         if isinstance(e, pickle.UnpicklingError) and refused:
             raise ConfigError(
                 f"resume: {path}: refused: it holds Python objects that weights_only loading does not allow "
-                f"(planted code, or a file from an older trm_core that pickled its RNG states): {reason}. "
-                f"Nothing in it was run. To start from its weights instead: load_checkpoint={path.parent}/model.pt"
+                f"(planted code?): {reason}. Nothing in it was run. To start from its weights instead: "
+                f"load_checkpoint={path.parent}/model.pt"
             ) from None
         raise ConfigError(f"resume: {path}: cannot read it (truncated, corrupt or not a torch file): "
                           f"{type(e).__name__}: {reason}") from None
+    if isinstance(state, dict):
+        _upgrade_rng_state(state)
     missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if missing:
         raise ConfigError(f"resume: {path}: not a trm_core resume file (missing {missing})")
