@@ -164,7 +164,7 @@ def test_resume_files_hold_only_tensors_and_plain_types_and_rng_states_round_tri
 def test_a_payload_in_model_pt_is_refused_by_every_reader(trained_run, tmp_path, capsys, legacy):
     from trm_core.checkpoint import CheckpointError, load_checkpoint
     from trm_core.hub import classify
-    from trm_core.kaggle import checkpoint_canvas
+    from trm_core.checkpoint import checkpoint_canvas
 
     folder = shutil.copytree(latest_checkpoint(trained_run), tmp_path / "ckpt")
     (folder / "config.yaml").unlink()  # so that checkpoint_canvas has to open the weights
