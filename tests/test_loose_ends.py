@@ -87,7 +87,7 @@ def test_a_task_id_that_appears_twice_in_a_file_is_an_error_naming_it(tmp_path, 
 
 
 def test_test_lists_that_are_empty_are_judged_alike_by_the_runner_and_validate(tmp_path, capsys):
-    from trm_core.kaggle import check_submission, write_fallback_submission
+    from trm_core.submission import check_submission, write_fallback_submission
 
     chal = tmp_path / "c.json"
     chal.write_text(json.dumps({"none": {"train": [], "test": []}, "one": {"train": [], "test": [{"input": [[1]]}]}}))
