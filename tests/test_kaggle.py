@@ -361,3 +361,74 @@ def test_a_run_ends_within_its_budget_with_a_valid_submission(tasks, budget_s, t
           f"built {result.build}, inference {result.inference}")
     assert seconds <= budget_s + 2
     assert result.status in ("ok", "fallback") and check_submission(result.submission, challenges) == []
+
+
+# --- inference in rounds ------------------------------------------------------------------------------------
+
+def _round_setup(small_dataset):
+    import torch
+
+    from trm_core import build_model
+    from trm_core.config import ArchConfig
+    from trm_core.data.dataset import PuzzleDataset
+    from trm_core.jsonio import read_json
+    from trm_core.voting import VoteAccumulator
+
+    test = PuzzleDataset([str(small_dataset)], "test", global_batch_size=1)
+    meta = test.metadata
+    torch.manual_seed(0)
+    model = build_model(ArchConfig(**TINY_ARCH, seq_len=meta.seq_len, vocab_size=meta.vocab_size,
+                                   num_puzzle_identifiers=meta.num_puzzle_identifiers)).eval()
+    tasks = read_json(small_dataset / "test_puzzles.json")
+    inputs = {t: [p["input"] for p in task["test"]] for t, task in tasks.items()}
+
+    def accumulator():
+        return VoteAccumulator(read_json(small_dataset / "identifiers.json"), inputs, canvas=10)
+    return model, test, tasks, accumulator
+
+
+def test_rounds_vote_as_one_whole_evaluation_and_replicas_predict_as_one_model(small_dataset, tmp_path):
+    """Every round done (on two replicas, one thread each) gives the submission of `evaluate_model`."""
+    import copy
+
+    from trm_core.evaluate import evaluate_model, infer_in_rounds
+    from trm_core.submission import make_submission
+
+    model, test, tasks, accumulator = _round_setup(small_dataset)
+    acc, writes = accumulator(), []
+    state = infer_in_rounds([model, copy.deepcopy(model)], test, acc, vote_rounds(3), batch_size=5, row_s=0.0,
+                            time_left=lambda: 1e9, on_round=lambda complete: writes.append(complete) or 0.0)
+    assert state["complete"] and state["rows"] == test.num_test_examples and writes == [True] * len(vote_rounds(3))
+    evaluate_model(model, small_dataset, tmp_path, batch_size=7, progress=False)
+    whole = json.loads((tmp_path / "submission.json").read_text())
+    assert make_submission(tasks, acc.ranked()) == whole
+
+
+def test_inference_stops_before_the_deadline_even_inside_the_originals_and_keeps_what_it_voted(small_dataset):
+    from trm_core.evaluate import infer_in_rounds
+
+    model, test, tasks, accumulator = _round_setup(small_dataset)
+    clock = {"left": 10.0}
+    writes = []
+
+    def on_round(complete):
+        writes.append(complete)
+        return 0.5
+
+    def time_left():
+        clock["left"] -= 4.0  # every check costs the clock 4 s: the third batch would not end in time
+        return clock["left"]
+
+    originals = len(test.test_rows(0, 1))
+    state = infer_in_rounds([model], test, accumulator(), vote_rounds(3), batch_size=2, row_s=0.1,
+                            time_left=time_left, on_round=on_round)
+    assert not state["complete"] and state["rounds"] == 0 and 0 < state["rows"] < originals
+    assert writes == [False]  # the partial round was still written
+    assert state["stopped"].startswith("round 1 of 3 (levels 0..0)")
+
+
+def test_a_heartbeat_reports_while_a_phase_works(tmp_path, capsys):
+    result = run_kaggle(tiny_run(tmp_path, heartbeat_minutes=0.005))
+    assert result.status == "ok"
+    beats = [line for line in capsys.readouterr().out.splitlines() if "heartbeat:" in line]
+    assert beats and all("min left" in line for line in beats)
