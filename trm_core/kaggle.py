@@ -179,13 +179,14 @@ class KaggleRun:
     def _phase(self, name: str, fn, *args, fatal: bool = True):
         """Run one phase under the clock; a failure is logged here, once, and ends the run if `fatal`."""
         from trm_core.jsonio import InputError
+        from trm_core.recipe import PhaseTimeout
 
         t = time.monotonic()
         self.log.event(name, "start")
         try:
             with self.clock.limit(self.hard_end):
                 value = fn(*args)
-        except Exception as e:  # noqa: BLE001 - any failure keeps the best submission written so far
+        except (Exception, PhaseTimeout) as e:  # noqa: BLE001 - any failure keeps the best submission so far
             self.result.errors.append(f"{name}: {type(e).__name__}: {e}")
             if name == "validate" and isinstance(e, InputError):
                 self.result.input_error = str(e)

@@ -25,8 +25,9 @@ from typing import Any, Callable, Iterator
 LOCK_NAME = ".trm_run.lock"
 
 
-class PhaseTimeout(Exception):
-    """A phase ran into its deadline (raised inside it by the clock's alarm)."""
+class PhaseTimeout(BaseException):
+    """A phase ran into its deadline (raised inside it by the clock's alarm). A BaseException, as
+    KeyboardInterrupt is, so that library code catching Exception (a retry, a cleanup) cannot swallow it."""
 
 
 class OutputBusyError(ValueError):
