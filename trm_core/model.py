@@ -118,13 +118,25 @@ class TRMInner(nn.Module):
         elif config.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(total_len, config.hidden_size, init_std=1.0 / self.embed_scale)
         self.L_level = ReasoningModule(config)
-        # Fixed random initial states, stored in bf16 exactly as upstream (part of every published checkpoint).
-        self.register_buffer("H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=torch.bfloat16), std=1))
-        self.register_buffer("L_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=torch.bfloat16), std=1))
+        # Fixed random initial states, part of every published checkpoint. Upstream creates them in forward_dtype
+        # (bf16 by default; fp32 models store fp32); "auto" keeps upstream's default bf16. A loaded file's
+        # dtype wins (see _load_from_state_dict): rounding an fp32 H_init to bf16 moves logits by ~1e-2.
+        init_dtype = torch.bfloat16 if config.forward_dtype == "auto" else getattr(torch, config.forward_dtype)
+        self.register_buffer("H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=init_dtype), std=1))
+        self.register_buffer("L_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=init_dtype), std=1))
         # q_head starts "never halt" (sigmoid(-5) ~ 0.007) with a zero weight.
         with torch.no_grad():
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """H_init / L_init take the dtype they have in the state_dict (load_state_dict would cast them to ours)."""
+        for name in ("H_init", "L_init"):
+            value = state_dict.get(prefix + name)
+            mine = getattr(self, name)
+            if isinstance(value, torch.Tensor) and value.dtype != mine.dtype and value.shape == mine.shape:
+                setattr(self, name, torch.empty_like(mine, dtype=value.dtype))  # still the registered buffer
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor, dtype: torch.dtype):
         """(B, S) tokens + (B,) ids -> (B, prefix + S, D): [puzzle prefix | tokens] * sqrt(D)."""
