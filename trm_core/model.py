@@ -72,7 +72,7 @@ class Block(nn.Module):
         if config.mlp_t:
             self.mlp_t = SwiGLU(config.seq_len + config.prefix_len, config.expansion)
         else:
-            self.self_attn = Attention(config.hidden_size, config.num_heads)
+            self.self_attn = Attention(config.hidden_size, config.num_heads, config.attn_backend)
         self.mlp = SwiGLU(config.hidden_size, config.expansion)
 
     def forward(self, h: torch.Tensor, cos_sin) -> torch.Tensor:
