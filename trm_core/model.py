@@ -317,6 +317,20 @@ def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, dtype: tor
 LOSSES = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_entropy": softmax_cross_entropy}
 
 
+def row_metrics(preds: torch.Tensor, labels: torch.Tensor, q_halt: torch.Tensor,
+                halted: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Upstream ACTLossHead's per-row quantities, (B,) each: `valid` (halted with >= 1 label: the rows metrics
+    count), token `accuracy`, `exact` (every label right), `q_halt_correct` ((q_halt >= 0) == exact), and
+    `divisor` (B, 1) = max(1, labels) for per-row means. Shared by training and evaluation metrics."""
+    mask = labels != IGNORE_LABEL_ID
+    counts = mask.sum(-1)
+    divisor = counts.clamp_min(1).unsqueeze(-1)
+    correct = mask & (preds == labels)
+    exact = correct.sum(-1) == counts
+    return {"valid": halted & (counts > 0), "accuracy": (correct.float() / divisor).sum(-1), "exact": exact,
+            "q_halt_correct": (q_halt >= 0) == exact, "divisor": divisor}
+
+
 class ACTLossHead(nn.Module):
     """Wraps a TRM for training: total = lm_loss + 0.5 * (q_halt_loss + q_continue_loss), summed over the batch.
 
@@ -342,17 +356,13 @@ class ACTLossHead(nn.Module):
 
         with torch.no_grad():
             outputs["preds"] = logits.argmax(-1)
-            mask = labels != IGNORE_LABEL_ID
-            counts = mask.sum(-1)
-            divisor = counts.clamp_min(1).unsqueeze(-1)
-            correct = mask & (outputs["preds"] == labels)
-            seq_correct = correct.sum(-1) == counts
-            valid = carry.halted & (counts > 0)
+            rows = row_metrics(outputs["preds"], labels, q_halt, carry.halted)
+            valid, seq_correct, divisor = rows["valid"], rows["exact"], rows["divisor"]
             metrics = {
                 "count": valid.sum(),
-                "accuracy": torch.where(valid, (correct.float() / divisor).sum(-1), 0).sum(),
+                "accuracy": torch.where(valid, rows["accuracy"], 0).sum(),
                 "exact_accuracy": (valid & seq_correct).sum(),
-                "q_halt_accuracy": (valid & ((q_halt >= 0) == seq_correct)).sum(),
+                "q_halt_accuracy": (valid & rows["q_halt_correct"]).sum(),
                 "steps": torch.where(valid, carry.steps, 0).sum(),
             }
 
