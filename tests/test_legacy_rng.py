@@ -20,9 +20,11 @@ def test_interleaved_shuffle_trials_and_offsets_match_randomstate_call_for_call(
             assert tids[k] == rs.randint(0, 8)
             assert maps[k].tolist() == [0] + rs.permutation(np.arange(1, 10, dtype=np.uint8)).tolist()
         # the writer's draws: no_aug_id per puzzle, then two offsets per translated pair (bounds 0..29)
-        bounds = np.random.default_rng(seed).integers(0, 30, size=(2, 20, n_pairs))
-        bounds[:, 0, 0] = 0  # a grid that fills the canvas takes no draw
-        keep, rows, cols = ours.offsets(n_pairs, True, bounds[0], bounds[1])
+        variants = np.random.default_rng(seed).integers(0, 30, size=(2, 2, n_pairs))  # (rows/cols, variant, pair)
+        variants[:, 0, 0] = 0  # a grid that fills the canvas takes no draw
+        which = np.random.default_rng(seed).integers(0, 2, size=20)  # each puzzle's variant
+        bounds = variants[:, which]  # (rows/cols, puzzle, pair)
+        keep, rows, cols = ours.offsets(n_pairs, True, variants[0], variants[1], which)
         for k in range(20):
             assert keep[k] == rs.randint(0, n_pairs)
             for p in range(n_pairs):
@@ -31,7 +33,7 @@ def test_interleaved_shuffle_trials_and_offsets_match_randomstate_call_for_call(
                                                         rs.randint(0, bounds[1, k, p] + 1))
                 else:
                     assert rows[k, p] == cols[k, p] == 0
-        keep, _, _ = ours.offsets(n_pairs, False, bounds[0], bounds[1])  # the test split: no_aug_id only
+        keep, _, _ = ours.offsets(n_pairs, False, variants[0], variants[1], which)  # test split: no_aug_id only
         assert keep.tolist() == [rs.randint(0, n_pairs) for _ in range(20)]
         assert ours.randint(13) == rs.randint(0, 13)
     # Both are at the same place in the stream.

@@ -178,29 +178,39 @@ def plan_augmentations(grids: Sequence[np.ndarray], num_aug: int, rng: np.random
     return np.array(tids, dtype=np.uint8), np.stack(perms).astype(np.uint8)
 
 
+def _pair_signature(pair: tuple[np.ndarray, np.ndarray]) -> tuple:
+    """What no augmentation changes about a pair: its grid sizes, the number of black cells and the sorted
+    counts of the other colours, of input and output (a dihedral moves cells; a colour map fixing 0 relabels)."""
+    def grid(g: np.ndarray) -> tuple:
+        counts = np.bincount(g.reshape(-1), minlength=10)
+        return g.size, int(counts[0]), tuple(sorted(counts[1:].tolist()))
+    return grid(pair[0]) + grid(pair[1])
+
+
 def _multiset_key(pairs: Sequence[tuple[np.ndarray, np.ndarray]]):
     """A function turning trial keys (n, L) (pairs in order) into keys equal exactly when the trials give the
-    same multiset of (input, output) pairs: upstream's `puzzle_hash` sorts the pairs' hashes.
+    same multiset of (input, output) pairs: upstream's `puzzle_hash` sorts the pairs' hashes. None when the
+    pair order already is canonical (most tasks).
 
-    Pairs whose key segments differ in length can never be equal, so only pairs of equal length are sorted
-    among themselves (as fixed-size byte strings); the result is still self-delimiting, hence exact.
+    Two pairs can only match across augmentations if they have the same `_pair_signature`; pairs are grouped by
+    signature and only groups of two or more are sorted (as fixed-size byte strings, equal signature meaning
+    equal length). The key stays self-delimiting, hence exact.
     """
     lengths = [a.size + b.size + 4 for a, b in pairs]
     starts = np.concatenate([[0], np.cumsum(lengths)])
-    classes: dict[int, list[int]] = {}
-    for p, length in enumerate(lengths):
-        classes.setdefault(length, []).append(p)
-    multi = [(length, members) for length, members in sorted(classes.items()) if len(members) > 1]
-    if not multi:
-        return None  # every pair has its own length: pair order already is canonical
-    order = np.concatenate([np.arange(starts[p], starts[p + 1]) for _, members in sorted(classes.items())
-                            for p in members])
-    grouped = np.array_equal(order, np.arange(starts[-1]))  # e.g. every pair the same size: one class
+    classes: dict[tuple, list[int]] = {}
+    for p, pair in enumerate(pairs):
+        classes.setdefault(_pair_signature(pair), []).append(p)
+    groups = [(lengths[members[0]], members) for _, members in sorted(classes.items())]
+    if all(len(members) == 1 for _, members in groups):
+        return None  # no two pairs can ever be swapped for one another
+    order = np.concatenate([np.arange(starts[p], starts[p + 1]) for _, members in groups for p in members])
+    grouped = np.array_equal(order, np.arange(starts[-1]))  # e.g. every pair in one group
 
     def key(keys: np.ndarray) -> np.ndarray:
-        out = np.ascontiguousarray(keys if grouped else keys[:, order])  # pairs grouped by length class
+        out = np.ascontiguousarray(keys if grouped else keys[:, order])  # pairs grouped by signature
         col = 0
-        for length, members in sorted(classes.items()):
+        for length, members in groups:
             width = length * len(members)
             if len(members) > 1 and width == out.shape[1]:
                 out.view(f"V{length}").sort(axis=1)  # (n, members) byte strings, sorted in place
@@ -279,14 +289,12 @@ def _translate(canvases: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.n
     return windows[np.arange(n), canvas - rows, canvas - cols]  # (n, canvas, canvas), a copy
 
 
-def _free_space(pairs: list[tuple[np.ndarray, np.ndarray]], tids: np.ndarray, canvas: int
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """(K, P) rows and columns left free on the canvas by pair p of puzzle k (after its transform):
-    upstream draws its offsets from `randint(0, free + 1)`."""
+def _free_space(pairs: list[tuple[np.ndarray, np.ndarray]], canvas: int) -> tuple[np.ndarray, np.ndarray]:
+    """(2, P) rows and columns left free on the canvas by each pair, untransformed ([0]) and with a transform that
+    swaps the axes ([1]): upstream draws its offsets from `randint(0, free + 1)`."""
     h = np.array([max(a.shape[0], b.shape[0]) for a, b in pairs])
     w = np.array([max(a.shape[1], b.shape[1]) for a, b in pairs])
-    swaps = SWAPS_AXES[tids][:, None]  # (K, 1)
-    return canvas - np.where(swaps, w, h), canvas - np.where(swaps, h, w)
+    return canvas - np.stack([h, w]), canvas - np.stack([w, h])
 
 
 def _offsets_per_task(pairs: list[tuple[np.ndarray, np.ndarray]], tids: np.ndarray, rng: np.random.Generator,
@@ -294,7 +302,8 @@ def _offsets_per_task(pairs: list[tuple[np.ndarray, np.ndarray]], tids: np.ndarr
     """The per-task scheme's translation: every pair but one random pair per puzzle, drawn for the whole task
     up front (so the output does not depend on `chunk_rows`). Returns (K, P) rows and columns."""
     keep = rng.integers(0, len(pairs), size=len(tids))  # upstream's `no_aug_id`
-    free_r, free_c = _free_space(pairs, tids, canvas)
+    swaps = SWAPS_AXES[tids].astype(np.intp)
+    free_r, free_c = (f[swaps] for f in _free_space(pairs, canvas))  # (K, P) each
     rows, cols = np.zeros_like(free_r), np.zeros_like(free_c)
     for p in range(len(pairs)):
         r = rng.integers(0, free_r[:, p] + 1)
@@ -307,8 +316,8 @@ def _offsets_upstream(pairs: list[tuple[np.ndarray, np.ndarray]], tids: np.ndarr
                       canvas: int, translate: bool) -> tuple[np.ndarray, np.ndarray] | None:
     """Upstream's draws while writing a task's puzzles: per puzzle `no_aug_id`, then (train/ with translation)
     the offsets of every other pair. The draws are made even when nothing is translated (test/), as upstream."""
-    free_r, free_c = _free_space(pairs, tids, canvas)
-    _, rows, cols = stream.offsets(len(pairs), translate, free_r, free_c)
+    free_r, free_c = _free_space(pairs, canvas)
+    _, rows, cols = stream.offsets(len(pairs), translate, free_r, free_c, SWAPS_AXES[tids].astype(np.intp))
     return (rows, cols) if translate else None
 
 
@@ -414,7 +423,7 @@ def _assign_identifiers(splits: dict[str, list[_Plan]], order: Sequence[str], st
     next_id, runs = start, []
     if by_task:
         for plan in splits["train"]:
-            plan.ids = next_id + np.arange(len(plan.tids), dtype=np.int64)
+            plan.ids = next_id + np.arange(len(plan.tids), dtype=np.int32)
             runs.append((plan, np.arange(len(plan.tids))))
             next_id += len(plan.tids)
         return next_id, runs
@@ -425,7 +434,7 @@ def _assign_identifiers(splits: dict[str, list[_Plan]], order: Sequence[str], st
             if plan.ids is not None:
                 continue
             if plan.task.task_id not in repeated:
-                plan.ids = next_id + np.arange(len(plan.tids), dtype=np.int64)
+                plan.ids = next_id + np.arange(len(plan.tids), dtype=np.int32)
                 runs.append((plan, np.arange(len(plan.tids))))
                 next_id += len(plan.tids)
                 continue
@@ -436,7 +445,7 @@ def _assign_identifiers(splits: dict[str, list[_Plan]], order: Sequence[str], st
                     new.append(k)
                     next_id += 1
                 ids.append(seen[name])
-            plan.ids = np.array(ids, dtype=np.int64)
+            plan.ids = np.array(ids, dtype=np.int32)
             runs.append((plan, np.array(new, dtype=np.int64)))
     return next_id, runs
 

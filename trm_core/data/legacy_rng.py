@@ -146,79 +146,65 @@ class LegacyStream:
         self._advance(p)
         return starts, tids, draws
 
-    def offsets(self, n_pairs: int, translate: bool, bound_rows: np.ndarray, bound_cols: np.ndarray,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def offsets(self, n_pairs: int, translate: bool, free_rows: np.ndarray, free_cols: np.ndarray,
+                which: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Upstream's per-puzzle draws when it writes a split, for K puzzles of n_pairs pairs each:
         `no_aug_id = randint(0, n_pairs)`, then, if `translate`, for every other pair p
-        `randint(0, bound_rows[k, p] + 1)` and `randint(0, bound_cols[k, p] + 1)` (the free rows and columns).
+        `randint(0, free_rows[v, p] + 1)` and `randint(0, free_cols[v, p] + 1)`, v = which[k] (a task's puzzles
+        differ only in whether their transform swaps the axes: (V, n_pairs) free rows / columns per variant).
 
         Returns (no_aug (K,), rows (K, n_pairs), cols (K, n_pairs)); pairs that are not translated get 0.
         """
-        bound_rows, bound_cols = np.asarray(bound_rows), np.asarray(bound_cols)
-        b_rows, b_cols = bound_rows.tolist(), bound_cols.tolist()
-        top = max(n_pairs, int(bound_rows.max(initial=0)), int(bound_cols.max(initial=0)))
+        free_rows, free_cols = np.asarray(free_rows), np.asarray(free_cols)
+        top = max(n_pairs, int(free_rows.max(initial=0)), int(free_cols.max(initial=0)))
         masks = _MASKS if top < len(_MASKS) else [_mask(m) for m in range(top + 1)]
+        # programs[v][a]: (bound, mask, output slot) of each draw after no_aug_id = a, in upstream's order;
+        # a bound of 0 (the grid fills the canvas) takes no word, so it is left out.
+        programs = [[[(int(bound), masks[int(bound)], 2 * p + io) for p in range(n_pairs) if p != a
+                      for io, bound in ((0, rows[p]), (1, cols[p])) if bound] if translate else []
+                     for a in range(n_pairs)] for rows, cols in zip(free_rows, free_cols)]
+        which = np.asarray(which).reshape(-1)
         draws_per_puzzle = 1 + (2 * (n_pairs - 1) if translate else 0)
-        budget = 2 * len(b_rows) * draws_per_puzzle + 64  # a draw takes < 2 words on average
+        budget = 2 * len(which) * draws_per_puzzle + 64  # a draw takes < 2 words on average
         while True:
             self._ensure(budget)
             words = self._buf[self._pos:self._pos + budget].tolist()
             try:
-                keep, rows, cols, used = _replay_offsets(words, masks, n_pairs, translate, b_rows, b_cols)
+                keep, slots, used = _replay_offsets(words, masks[n_pairs - 1], n_pairs, programs, which.tolist())
                 break
             except IndexError:  # ran past the block: retry with a larger one (nothing was consumed)
                 budget *= 2
         self._advance(used)
-        shape = (len(b_rows), n_pairs)
-        return (np.array(keep, dtype=np.int64), np.array(rows, dtype=np.int64).reshape(shape),
-                np.array(cols, dtype=np.int64).reshape(shape))
+        slots = np.array(slots, dtype=np.int64).reshape(len(which), n_pairs, 2)
+        return np.array(keep, dtype=np.int64), slots[:, :, 0], slots[:, :, 1]
 
 
-def _replay_offsets(words: list[int], masks: list[int], n_pairs: int, translate: bool, b_rows: list,
-                    b_cols: list):
+def _replay_offsets(words: list[int], mask_keep: int, n_pairs: int, programs: list, which: list[int]):
     """The scalar loop behind `LegacyStream.offsets` on plain Python ints (~10x faster than RandomState calls).
 
-    Returns (no_aug per puzzle, rows and cols as flat lists (K * n_pairs), words used)."""
+    Returns (no_aug per puzzle, the drawn offsets as a flat list (K * n_pairs * 2: row, col), words used)."""
     pos = 0
     keep: list[int] = []
-    rows = [0] * (len(b_rows) * n_pairs)
-    cols = [0] * (len(b_rows) * n_pairs)
+    slots = [0] * (len(which) * n_pairs * 2)
     m_keep = n_pairs - 1
-    mask_keep = masks[m_keep]
-    for k in range(len(b_rows)):
+    for k, v in enumerate(which):
         a = 0
         if m_keep:
-            while True:
+            a = words[pos] & mask_keep
+            pos += 1
+            while a > m_keep:
                 a = words[pos] & mask_keep
                 pos += 1
-                if a <= m_keep:
-                    break
         keep.append(a)
-        if not translate:
-            continue
-        br, bc, base = b_rows[k], b_cols[k], k * n_pairs
-        for p in range(n_pairs):
-            if p == a:
-                continue
-            m = br[p]
-            if m:  # a bound of 0 (the grid fills the canvas) takes no word
-                mask = masks[m]
-                v = words[pos] & mask
+        base = k * n_pairs * 2
+        for m, mask, slot in programs[v][a]:
+            value = words[pos] & mask
+            pos += 1
+            while value > m:
+                value = words[pos] & mask
                 pos += 1
-                while v > m:
-                    v = words[pos] & mask
-                    pos += 1
-                rows[base + p] = v
-            m = bc[p]
-            if m:
-                mask = masks[m]
-                v = words[pos] & mask
-                pos += 1
-                while v > m:
-                    v = words[pos] & mask
-                    pos += 1
-                cols[base + p] = v
-    return keep, rows, cols, pos
+            slots[base + slot] = value
+    return keep, slots, pos
 
 
 __all__ = ["LegacyStream"]
