@@ -521,10 +521,14 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         good_path = work / "challenges_valid.json"
         work.mkdir(parents=True, exist_ok=True)
         good_path.write_text(json.dumps(good))
+        # per-task randomness: adaptation starts a new id space (the puzzle table is re-initialised), so
+        # upstream's global id order buys nothing here, while per-task draws keep each task's augmentations the
+        # same whichever other tasks the hidden file holds (and whichever tasks were skipped as invalid).
         summary = build_dataset(None, data_dir, ["test"], test_set_names=["test"], num_aug=cfg.train_aug,
                                 seed=cfg.seed, canvas_size=canvas, skip_invalid=True, progress=cfg.progress,
                                 sources=[("test", good_path, None)], colour_permutation=cfg.colour_permutation,
-                                dihedral_first=cfg.dihedral_first, enable_train_translation=cfg.train_translation)
+                                dihedral_first=cfg.dihedral_first, enable_train_translation=cfg.train_translation,
+                                rng_scheme="per-task")
         for p in summary["problems"]:
             log.event(phase, "skipped", echo=False, problem=p)
         if summary["problems"]:
