@@ -291,3 +291,26 @@ def test_split_order_test_first_numbers_the_test_puzzles_first(tmp_path):
     assert load_split(tmp_path / "o", "test")["puzzle_identifiers"].tolist() == list(range(1, 7))
     with pytest.raises(ValueError, match="split_order must order"):
         build_dataset(*args, split_order=("train",))
+
+
+def test_split_order_auto_follows_pythons_hash_order_only_when_pythonhashseed_is_set(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    write_subset(tmp_path / "x", "ev", "evaluation2", 1)
+    write_subset(tmp_path / "x", "tr", "training2", 1)
+    cmd = [sys.executable, "-m", "trm_core.data.build", "--input-file-prefix", str(tmp_path / "x"), "--subsets",
+           "ev", "tr", "--test-set-name", "ev", "--num-aug", "1", "--no-progress", "--output-dir"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    # upstream's order: iterating its set of the two destinations, in a bare Python process with that seed
+    upstream_order = "print(','.join(s for s, _ in set(dict(train=('train', 'all'), test=('test', 'all')).values())))"
+    for seed in ("0", "2"):  # test first, then train first (CPython 3.11-3.13)
+        python_order = subprocess.run([sys.executable, "-c", upstream_order], env=env | {"PYTHONHASHSEED": seed},
+                                      capture_output=True, text=True, check=True).stdout.strip().split(",")
+        out = subprocess.run(cmd + [str(tmp_path / f"o{seed}")], env=env | {"PYTHONHASHSEED": seed},
+                             capture_output=True, text=True, check=True)
+        assert json.loads(out.stdout.splitlines()[-1])["split_order"] == python_order
+    out = subprocess.run(cmd + [str(tmp_path / "random")], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.splitlines()[-1])["split_order"] == ["train", "test"]
+    assert "--split-order test-first" in out.stderr  # and says how to match an upstream build that differs
