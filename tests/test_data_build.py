@@ -305,7 +305,7 @@ def test_split_order_auto_follows_pythons_hash_order_only_when_pythonhashseed_is
     env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
     # upstream's order: iterating its set of the two destinations, in a bare Python process with that seed
     upstream_order = "print(','.join(s for s, _ in set(dict(train=('train', 'all'), test=('test', 'all')).values())))"
-    for seed in ("0", "2"):  # test first, then train first (CPython 3.11-3.13)
+    for seed in ("0", "2"):  # on CPython 3.11: test first, then train first
         python_order = subprocess.run([sys.executable, "-c", upstream_order], env=env | {"PYTHONHASHSEED": seed},
                                       capture_output=True, text=True, check=True).stdout.strip().split(",")
         out = subprocess.run(cmd + [str(tmp_path / f"o{seed}")], env=env | {"PYTHONHASHSEED": seed},
