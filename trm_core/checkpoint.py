@@ -458,8 +458,8 @@ def load_checkpoint(path: str | Path, *, num_puzzle_identifiers: int | None = No
     if identifiers_path is not None and contents.identifiers_sha256 and not resized:
         if sha256_file(identifiers_path) != contents.identifiers_sha256:
             raise CheckpointError(f"{contents.path}: {identifiers_path} is not the identifiers file this model was "
-                                  f"trained with (its sha256 differs from the recorded one): puzzle ids would select the "
-                                  f"wrong rows. Fix: use the dataset the model was trained on (rebuilt with the "
+                                  f"trained with (its sha256 differs from the recorded one): puzzle ids would select "
+                                  f"the wrong rows. Fix: use the dataset the model was trained on (rebuilt with the "
                                   f"same flags, README: Reproducing upstream numbers), or post-train on this one.")
 
     model = build_model(resolved.arch)

@@ -39,9 +39,9 @@ from trm_core.voting import (MAX_SIDE, PASS_KS, RANK_RULES, Candidate, Ranked, T
                              VotePool, pass_at_k, truth_ranks, vote)
 
 __all__ = ["FALLBACKS", "MAX_SIDE", "PASS_KS", "RANK_RULES", "Candidate", "Ranked", "TestInputs",
-           "VoteAccumulator", "VotePool", "evaluate_model", "loss_head_metrics", "kaggle_score", "main_eval", "main_score", "main_validate",
-           "make_submission", "parse_aug_names", "pass_at_k", "run_eval", "run_inference", "score_submission",
-           "truth_ranks", "validate_submission", "vote", "write_submission"]
+           "VoteAccumulator", "VotePool", "evaluate_model", "kaggle_score", "loss_head_metrics", "main_eval",
+           "main_score", "main_validate", "make_submission", "parse_aug_names", "pass_at_k", "run_eval",
+           "run_inference", "score_submission", "truth_ranks", "validate_submission", "vote", "write_submission"]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -158,8 +158,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
         if flash is not None:
             return flash(q, k, v, causal=False)
     if backend == "flash":
-        raise RuntimeError("attn_backend='flash' needs the flash-attn package and CUDA bf16/fp16 tensors; "
-                           f"got {'no flash-attn' if _flash_attn_func() is None else q.device.type + ' ' + str(q.dtype)}")
+        got = "no flash-attn installed" if _flash_attn_func() is None else f"{q.device.type} {q.dtype}"
+        raise RuntimeError(f"attn_backend='flash' needs the flash-attn package and CUDA bf16/fp16 tensors; got {got}")
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=False)
     return out.transpose(1, 2)
 
