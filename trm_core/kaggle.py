@@ -83,6 +83,8 @@ class KaggleRunConfig:
     dihedral_first: bool = False  # the plain dihedral versions first, then random colour permutations
     train_translation: bool = True  # random placement of the training pairs on the canvas (upstream's default)
     lr_min_ratio: float | None = None  # cosine decay to lr x this by the deadline; None = the config's (1 = flat)
+    optimizer: str | None = None  # adam_atan2 | adam_atan2_pytorch; None = the mode's config (the fork's recipes:
+    # adam_atan2_pytorch, whose steps are 1.27x upstream's at one lr)
     vote_aug: int = 512  # augmented versions per test input that vote (lowered if time is short)
     seed: int = 0
     warmup_steps: int = 20  # steps timed before planning (the first third is dropped: compile, caches)
@@ -180,7 +182,7 @@ def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: s
                       max_train_seconds: float | None, lr: float | None, puzzle_emb_lr: float | None,
                       lr_warmup_steps: int | None, lora_rank: int | None, ema: bool | None, seed: int,
                       device: str, eval_batch_size: int, progress: bool, lr_min_ratio: float | None = None,
-                      planned_steps: int | None = None):
+                      planned_steps: int | None = None, optimizer: str | None = None):
     """The TrainConfig of one adaptation run (pure apart from reading the shipped YAML).
 
     `steps` caps the run; `planned_steps` (<= steps, default steps) is what the budget is expected to allow,
@@ -204,6 +206,7 @@ def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: s
     warmup = cfg.lr_warmup_steps if lr_warmup_steps is None else lr_warmup_steps
     cfg.lr_warmup_steps = min(warmup, max(1, steps // 10)) if lr_warmup_steps is None else warmup
     cfg.lr_min_ratio = cfg.lr_min_ratio if lr_min_ratio is None else lr_min_ratio
+    cfg.optimizer = cfg.optimizer if optimizer is None else optimizer
     if mode == "lora" and lora_rank is not None:
         cfg.lora = dict(cfg.lora or {}, rank=lora_rank)
     cfg.ema = cfg.ema if ema is None else ema
@@ -537,10 +540,14 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         good_path = work / "challenges_valid.json"
         work.mkdir(parents=True, exist_ok=True)
         good_path.write_text(json.dumps(good))
+        # per-task randomness: adaptation starts a new id space (the puzzle table is re-initialised), so
+        # upstream's global id order buys nothing here, while per-task draws keep each task's augmentations the
+        # same whichever other tasks the hidden file holds (and whichever tasks were skipped as invalid).
         summary = build_dataset(None, data_dir, ["test"], test_set_names=["test"], num_aug=cfg.train_aug,
                                 seed=cfg.seed, canvas_size=canvas, skip_invalid=True, progress=cfg.progress,
                                 sources=[("test", good_path, None)], colour_permutation=cfg.colour_permutation,
-                                dihedral_first=cfg.dihedral_first, enable_train_translation=cfg.train_translation)
+                                dihedral_first=cfg.dihedral_first, enable_train_translation=cfg.train_translation,
+                                rng_scheme="per-task")
         for p in summary["problems"]:
             log.event(phase, "skipped", echo=False, problem=p)
         if summary["problems"]:
@@ -582,7 +589,7 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
                 lr=cfg.lr, puzzle_emb_lr=cfg.puzzle_emb_lr, lr_warmup_steps=cfg.lr_warmup_steps,
                 lora_rank=cfg.lora_rank, ema=cfg.ema, seed=cfg.seed, device=device,
                 eval_batch_size=cfg.eval_batch_size, progress=cfg.progress, lr_min_ratio=cfg.lr_min_ratio,
-                planned_steps=planned_steps)
+                planned_steps=planned_steps, optimizer=cfg.optimizer)
 
         def left() -> float:
             return budget_s - (time.monotonic() - t0)
@@ -754,6 +761,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="random placement of training pairs on the canvas")
     p.add_argument("--lr-min-ratio", type=float, default=None,
                    help="cosine decay to lr x this by the training deadline (default: the mode's config, 1 = flat)")
+    p.add_argument("--optimizer", choices=("adam_atan2", "adam_atan2_pytorch"), default=None,
+                   help="default: the mode's config (the fork's recipes: adam_atan2_pytorch)")
     p.add_argument("--vote-aug", type=int, default=d.vote_aug, help="augmentations per test input that vote")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
