@@ -110,6 +110,14 @@ def test_every_recipe_setting_reaches_the_proof_columns(key, tmp_path):
     assert getattr(config([f"{key}={json.dumps(value)}"]), key) == value != getattr(config([]), key)
 
 
+def test_the_proof_keeps_the_optimizer_its_learning_rate_was_tuned_with(tmp_path):
+    run, _ = proof.apply_settings(load_preset("proof"), proof.PROOF_SETTINGS, ["optimizer=adam_atan2_pytorch"])
+    assert "optimizer=adam_atan2" in load_preset("proof")["train"]
+    from trm_core.adapt import adapt_config
+
+    assert adapt_config("full", run["train"], {}, scratch=True).optimizer == "adam_atan2_pytorch"  # the last wins
+
+
 def test_a_training_key_goes_to_the_training_overrides_and_is_checked(tmp_path):
     run, own = proof.apply_settings(load_preset("proof"), proof.PROOF_SETTINGS,
                                     ["lr=1e-3", "adapt.lr=1e-4", "canvas=14", "arch.hidden_size=16"])

@@ -38,18 +38,21 @@ from trm_core.submission import (FALLBACKS, _test_inputs_of, kaggle_score, main_
                                  write_submission)
 from trm_core.utils import Progress, atomic_write, atomic_write_text, prepare_output_dir
 from trm_core.voting import (MAX_SIDE, PASS_KS, RANK_RULES, Candidate, Ranked, TestInputs, VoteAccumulator,
-                             pass_at_k, truth_ranks, vote)
+                             VotePool, pass_at_k, truth_ranks, vote)
 
 __all__ = ["FALLBACKS", "MAX_SIDE", "PASS_KS", "RANK_RULES", "Candidate", "Ranked", "TestInputs",
-           "VoteAccumulator", "evaluate_model", "infer_in_rounds", "kaggle_score", "main_eval", "main_score",
-           "main_validate", "make_submission", "parse_aug_names", "pass_at_k", "predict_rows", "run_eval",
-           "run_inference", "score_submission", "time_inference", "truth_ranks", "validate_submission", "vote",
-           "write_eval_files", "write_submission"]
+           "VoteAccumulator", "VotePool", "evaluate_model", "infer_in_rounds", "kaggle_score", "loss_head_metrics",
+           "main_eval", "main_score", "main_validate", "make_submission", "parse_aug_names", "pass_at_k",
+           "predict_rows", "run_eval", "run_inference", "score_submission", "time_inference", "truth_ranks",
+           "validate_submission", "vote", "write_eval_files", "write_submission"]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Inference
 # ----------------------------------------------------------------------------------------------------------
+
+ROW_STATS = ("valid", "accuracy", "exact", "q_halt_correct", "lm_loss")  # per row, for the loss-head metrics
+
 
 def run_inference(model, dataset, *, steps: int | None = None, info=None, progress: bool = True) -> dict | None:
     """Predict every test row of `dataset` (a `PuzzleDataset` for split "test", built for this rank).
@@ -59,7 +62,9 @@ def run_inference(model, dataset, *, steps: int | None = None, info=None, progre
     its share and rank 0 receives everything (other ranks get None).
 
     Returns (rank 0) numpy arrays sorted by `example_index`: `inputs`, `preds` (N, seq_len) uint8,
-    `puzzle_identifiers` (N,) int32, `q_halt_logits` (N,) float32, `example_index` (N,) int64.
+    `puzzle_identifiers` (N,) int32, `q_halt_logits` (N,) float32, `example_index` (N,) int64, and per row the
+    loss head's quantities against the labels after the last step (`row_valid`, `row_accuracy`, `row_exact`,
+    `row_q_halt_correct`, `row_lm_loss`; see `loss_head_metrics`).
     """
     import torch
 
@@ -67,8 +72,9 @@ def run_inference(model, dataset, *, steps: int | None = None, info=None, progre
 
     device = next(model.parameters()).device
     bar = Progress(dataset.test_batches(), "inference", unit="batch", enabled=progress)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("inputs", "preds", "puzzle_identifiers",
-                                                          "q_halt_logits", "example_index")}
+    keys = ("inputs", "preds", "puzzle_identifiers", "q_halt_logits", "example_index") + tuple(
+        f"row_{k}" for k in ROW_STATS)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     model.eval()
     with torch.inference_mode():
         for batch in dataset.iter_test():
@@ -83,12 +89,15 @@ def run_inference(model, dataset, *, steps: int | None = None, info=None, progre
                 parts["puzzle_identifiers"].append(pids.numpy().astype(np.int32))
                 parts["q_halt_logits"].append(out["q_halt_logits"].float().cpu().numpy())
                 parts["example_index"].append(ex[keep].astype(np.int64))
+                labels = torch.as_tensor(np.asarray(batch["labels"])[keep]).to(device)
+                for k, v in _row_stats(model, out, labels).items():
+                    parts[f"row_{k}"].append(v)
             bar.update(1)
     bar.close()
     seq_len = model.config.seq_len
     empty = {"inputs": np.zeros((0, seq_len), np.uint8), "preds": np.zeros((0, seq_len), np.uint8),
              "puzzle_identifiers": np.zeros(0, np.int32), "q_halt_logits": np.zeros(0, np.float32),
-             "example_index": np.zeros(0, np.int64)}
+             "example_index": np.zeros(0, np.int64)} | {f"row_{k}": np.zeros(0, np.float64) for k in ROW_STATS}
     local = {k: (np.concatenate(v) if v else empty[k]) for k, v in parts.items()}
     if info is not None and info.world_size > 1:
         from trm_core.dist import gather_objects
@@ -99,6 +108,45 @@ def run_inference(model, dataset, *, steps: int | None = None, info=None, progre
         local = {k: np.concatenate([g[k] for g in gathered]) for k in local}
     order = np.argsort(local["example_index"], kind="stable")
     return {k: v[order] for k, v in local.items()}
+
+
+def _row_stats(model, out: dict, labels) -> dict[str, np.ndarray]:
+    """The loss head's per-row quantities for one batch after its last ACT step (every row has halted)."""
+    import torch
+
+    from trm_core.model import LOSSES, row_metrics
+
+    preds, q_halt = out["preds"].to(labels.device), out["q_halt_logits"].to(labels.device)
+    rows = row_metrics(preds, labels, q_halt, torch.ones_like(q_halt, dtype=torch.bool))
+    if "logits" in out:
+        cfg = model.config
+        token_loss = LOSSES[cfg.loss_type](out["logits"], labels, getattr(torch, cfg.loss_dtype))
+        lm_loss = (token_loss / rows["divisor"]).sum(-1)
+    else:  # a predict() that gives no logits (a stand-in model): no loss
+        lm_loss = torch.full_like(q_halt, float("nan"), dtype=torch.float64)
+    return {k: v.double().cpu().numpy() for k, v in (("valid", rows["valid"]), ("accuracy", rows["accuracy"]),
+                                                      ("exact", rows["exact"]),
+                                                      ("q_halt_correct", rows["q_halt_correct"]),
+                                                      ("lm_loss", lm_loss))}
+
+
+def loss_head_metrics(arrays: dict, steps: int) -> dict[str, float]:
+    """The metrics upstream's evaluation logs for its single set "all": the ACT loss head's count, accuracy,
+    exact_accuracy, q_halt_accuracy, steps and lm_loss after the last step, each summed over rows and divided
+    by `count` (rows with at least one label), as upstream reduces eval metrics. `all/count` stays the sum."""
+    valid = arrays["row_valid"].astype(bool)
+    count = int(valid.sum())
+    if not count:
+        return {}
+    out = {"all/count": count,
+           "all/accuracy": float(arrays["row_accuracy"][valid].sum() / count),
+           "all/exact_accuracy": float(arrays["row_exact"][valid].sum() / count),
+           "all/q_halt_accuracy": float(arrays["row_q_halt_correct"][valid].sum() / count),
+           "all/steps": float(steps)}
+    lm_loss = arrays["row_lm_loss"]
+    if not np.isnan(lm_loss).any():
+        out["all/lm_loss"] = float(lm_loss.sum() / count)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -137,12 +185,14 @@ def run_eval(checkpoint: str | Path, data_dir: str | Path, output_dir: str | Pat
              arch: Mapping[str, Any] | None = None, steps: int | None = None, batch_size: int = 256,
              max_eval_augmentations: int | None = None, challenges: str | Path | None = None,
              solutions: str | Path | None = None, rank_by: str = "votes_then_q", fallback: str = "input",
-             top: int = 10, device: str | None = None, info=None, progress: bool = True) -> dict | None:
+             top: int = 10, device: str | None = None, info=None, progress: bool = True,
+             count_empty_predictions: bool = False, compile: bool | None = None) -> dict | None:
     """Evaluate `checkpoint` on the test split of `data_dir` and write the run's files into `output_dir`.
 
     The checkpoint's puzzle embeddings must have been trained on this dataset's identifiers.json (same file):
     each augmented test input is looked up by its puzzle id, so another dataset gives meaningless predictions.
-    trm_core checkpoints record the file's hash and a mismatch is refused; upstream files cannot be checked.
+    A table whose size differs from the dataset's identifiers is refused (both sizes named, with the fix);
+    trm_core checkpoints also record the file's hash, and a mismatch is refused.
 
     Args:
         arch: ArchConfig overrides for foreign checkpoints (e.g. {"puzzle_emb_len": 16, "L_cycles": 4}).
@@ -151,6 +201,9 @@ def run_eval(checkpoint: str | Path, data_dir: str | Path, output_dir: str | Pat
         solutions: a solutions file for pass@K and the score (default: the outputs in test_puzzles.json
             unless they are all dummies).
         top: candidates per test input kept in predictions.json (for `trm report`).
+        count_empty_predictions: empty predictions take votes and pass@K slots, as in upstream's evaluator.
+        compile: run the recursion through torch.compile, as upstream evaluates its compiled model (None: on
+            CUDA, off on CPU, as in training).
     Writes (rank 0): submission.json, metrics.json, per_task.csv, predictions.json. Returns the metrics.
     """
     import torch
@@ -171,10 +224,14 @@ def run_eval(checkpoint: str | Path, data_dir: str | Path, output_dir: str | Pat
     if torch.device(device).type == "cpu":  # bf16 matmuls are ~9x slower than fp32 on CPU
         arch.setdefault("forward_dtype", "float32")
     model = load_checkpoint(checkpoint, identifiers_path=data_dir / "identifiers.json", device=device, **arch)
+    compiled = compile if compile is not None else torch.device(device).type == "cuda"
+    if compiled:
+        model.inner.L_level.compile()  # what the trainer compiles, in place (names and weights unchanged)
     metrics = evaluate_model(model, data_dir, output_dir, steps=steps, batch_size=batch_size,
                              max_eval_augmentations=max_eval_augmentations, challenges=challenges,
                              solutions=solutions, rank_by=rank_by, fallback=fallback, top=top, info=info,
-                             progress=progress, extra={"checkpoint": str(checkpoint), "device": str(device)})
+                             progress=progress, count_empty_predictions=count_empty_predictions,
+                             extra={"checkpoint": str(checkpoint), "device": str(device), "compiled": compiled})
     if metrics is not None:
         metrics["load_and_eval_seconds"] = round(time.perf_counter() - t0, 3)
     return metrics
@@ -184,17 +241,26 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
                    batch_size: int = 256, max_eval_augmentations: int | None = None,
                    challenges: str | Path | None = None, solutions: str | Path | None = None,
                    rank_by: str = "votes_then_q", fallback: str = "input", top: int = 10, info=None,
-                   progress: bool = True, extra: Mapping[str, Any] | None = None) -> dict | None:
+                   progress: bool = True, extra: Mapping[str, Any] | None = None,
+                   count_empty_predictions: bool = False, vote_pool: VotePool | None = None) -> dict | None:
     """Evaluate a model already in memory (the trainer's, or `run_eval`'s) on the test split of `data_dir`.
 
     Same outputs and arguments as `run_eval`; `extra` entries are copied into metrics.json. Every rank calls
     this (each predicts its share); rank 0 votes, writes the files and returns the metrics, others return None.
+    `vote_pool` (rank 0): this evaluation's votes are added to it and the submission and pass@K come from
+    everything it holds (upstream's aggregated voting over a run's evaluations). metrics.json also holds the
+    loss head's metrics on the test labels (`all/accuracy`, ...; see `loss_head_metrics`).
     """
     from trm_core.data.dataset import PuzzleDataset
 
     data_dir, output_dir = Path(data_dir), Path(output_dir)
     rank, world = (info.rank, info.world_size) if info is not None else (0, 1)
     t0 = time.perf_counter()
+    identifiers = read_json(data_dir / "identifiers.json")
+    if not isinstance(identifiers, list) or not all(isinstance(x, str) for x in identifiers):
+        raise InputError("must be a list of puzzle names (is this folder built by trm build-data?)",
+                         file=data_dir / "identifiers.json")
+    _check_puzzle_table(model, len(identifiers), data_dir / "identifiers.json")
     dataset = PuzzleDataset([str(data_dir)], "test", global_batch_size=batch_size * world, rank=rank,
                             world_size=world, max_eval_augmentations=max_eval_augmentations)
     arrays = run_inference(model, dataset, steps=steps, info=info, progress=progress)
@@ -202,10 +268,6 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
     if arrays is None:  # not rank 0
         return None
 
-    identifiers = read_json(data_dir / "identifiers.json")
-    if not isinstance(identifiers, list) or not all(isinstance(x, str) for x in identifiers):
-        raise InputError("must be a list of puzzle names (is this folder built by trm build-data?)",
-                         file=data_dir / "identifiers.json")
     test_puzzles = read_challenges(data_dir / "test_puzzles.json")
     chal = read_challenges(challenges) if challenges is not None else test_puzzles
     sols = read_solutions(solutions) if solutions is not None else _known_solutions(test_puzzles)
@@ -215,9 +277,12 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
         test_inputs.setdefault(t, grids)
 
     t1 = time.perf_counter()
-    acc = VoteAccumulator(identifiers, test_inputs, canvas=math.isqrt(model.config.seq_len))
+    acc = VoteAccumulator(identifiers, test_inputs, canvas=math.isqrt(model.config.seq_len),
+                          count_empty=count_empty_predictions)
     acc.add(arrays["inputs"], arrays["preds"], arrays["puzzle_identifiers"], arrays["q_halt_logits"])
     ranked = acc.ranked(rank_by)
+    if vote_pool is not None:
+        ranked = vote_pool.add(ranked, rank_by)
     t_vote = time.perf_counter() - t1
 
     submission = make_submission(chal, ranked, fallback)
@@ -230,6 +295,9 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
         **dict(extra or {}), "data_dir": str(data_dir), "rank_by": rank_by, "fallback": fallback,
         "steps": steps or model.config.eval_steps, "world_size": world,
         "inference_seconds": round(t_infer, 3), "voting_seconds": round(t_vote, 3), **acc.stats,
+        "count_empty_predictions": count_empty_predictions,
+        "aggregated_evaluations": vote_pool.evaluations if vote_pool is not None else 1,
+        **loss_head_metrics(arrays, steps or model.config.eval_steps),
     }
     return write_eval_files(output_dir, chal, sols, ranked, submission, metrics, rank_by=rank_by, top=top)
 
@@ -240,7 +308,8 @@ def write_eval_files(output_dir: Path, challenges: Mapping[str, Any], solutions:
     """metrics.json (with pass@K and the Kaggle score when `solutions` are known), predictions.json (what
     `trm report` draws) and per_task.csv of one evaluation in `output_dir`; returns the metrics."""
     n_test = sum(len(v) for v in _test_inputs_of(challenges).values())
-    no_prediction = [f"{t}:{i}" for (t, i), c in ranked.items() if t in challenges and not c]
+    no_prediction = [f"{t}:{i}" for (t, i), c in ranked.items()
+                     if t in challenges and not any(x.grid.size for x in c)]
     metrics = {**metrics, "tasks": len(challenges), "test_inputs": n_test,
                "test_inputs_without_prediction": len(no_prediction)}
     per_task_pass: dict = {}
@@ -258,6 +327,16 @@ def write_eval_files(output_dir: Path, challenges: Mapping[str, Any], solutions:
                       json.dumps({"rank_by": rank_by, "tasks": _predictions_json(ranked, challenges, solutions, top)}))
     _write_per_task_csv(output_dir / "per_task.csv", challenges, ranked, per_task_pass, per_task_score)
     return metrics
+
+
+def _check_puzzle_table(model, n_ids: int, identifiers_path: Path) -> None:
+    """Refuse to evaluate a model whose puzzle table does not have one row per identifier of the dataset (every
+    rank checks, so none is left waiting): its predictions would silently use other puzzles' embeddings."""
+    from trm_core.checkpoint import CheckpointError, puzzle_table_mismatch
+
+    table = getattr(getattr(model, "puzzle_emb", None), "weights", None)
+    if table is not None and table.shape[0] != n_ids:
+        raise CheckpointError(puzzle_table_mismatch("the model", table.shape[0], n_ids, str(identifiers_path)))
 
 
 def _write_per_task_csv(path: Path, challenges: Mapping[str, Any], ranked: Ranked, per_task_pass: dict,
@@ -390,6 +469,10 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
                    help="attempt used where the model gave fewer than two usable grids")
     p.add_argument("--top", type=int, default=10,
                    help="candidates per test input kept in predictions.json (trm report, trm pool)")
+    p.add_argument("--count-empty-predictions", action="store_true",
+                   help="empty predictions take votes and pass@K slots, as in upstream's evaluator (never submitted)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the recursion through torch.compile, as upstream evaluates (default: on CUDA only)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -405,7 +488,11 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
                            batch_size=args.batch_size, max_eval_augmentations=args.max_eval_augmentations,
                            challenges=args.challenges, solutions=args.solutions, rank_by=args.rank_by,
                            fallback=args.fallback, top=args.top, device=info.device, info=info,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, count_empty_predictions=args.count_empty_predictions,
+                           compile=args.compile)
+    except ValueError as e:  # CheckpointError included: a wrong checkpoint/dataset pair is the user's to fix
+        print(f"trm eval: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     finally:
         dist.cleanup()
     if metrics is not None:

@@ -247,8 +247,12 @@ class KaggleRun:
             raise RuntimeError("no valid task to adapt to: the fallback submission stays")
         allowance = phase_allowance("build", self.clock.left(self.hard_end))
         until = self.clock.elapsed() + allowance
+        # per-task randomness: adaptation starts a new id space (the puzzle table is re-initialised), so upstream's
+        # global id order buys nothing here, while per-task draws keep each task's augmentations the same whichever
+        # other tasks the hidden file holds (and whichever were skipped as invalid, or left out to fit the time).
         kw = dict(seed=cfg.seed, canvas_size=canvas, colour_permutation=cfg.colour_permutation,
-                  dihedral_first=cfg.dihedral_first, enable_train_translation=cfg.train_translation)
+                  dihedral_first=cfg.dihedral_first, enable_train_translation=cfg.train_translation,
+                  rng_scheme="per-task")
         n, aug = build_that_fits(self.clock.left(until), *probe_build_costs(tasks, r.run_dir / "probe", **kw),
                                  len(tasks), cfg.train_aug)
         if n == 0:

@@ -33,9 +33,10 @@ def _test_inputs_of(challenges: Mapping[str, Any]) -> dict[str, list[Any]]:
 def make_submission(challenges: Mapping[str, Any], ranked: Ranked, fallback: str = "input") -> dict:
     """The ARC Prize submission for every task of `challenges` (raw challenges dict), test inputs in order.
 
-    attempt_1/attempt_2 are the two best candidates. Where fewer than two exist the gap is filled with the
-    fallback: "input" = the test input itself (right for the rare identity-like task, and always a valid grid),
-    "zeros" = [[0]]. So the file is complete whatever the model did.
+    attempt_1/attempt_2 are the two best candidates that are grids (an empty prediction, kept as a candidate
+    when upstream's counting is asked for, is skipped: Kaggle rejects a 0x0 grid). Where fewer than two exist
+    the gap is filled with the fallback: "input" = the test input itself (right for the rare identity-like
+    task, and always a valid grid), "zeros" = [[0]]. So the file is complete whatever the model did.
     """
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
@@ -43,7 +44,7 @@ def make_submission(challenges: Mapping[str, Any], ranked: Ranked, fallback: str
     for task_id, inputs in _test_inputs_of(challenges).items():
         entries = []
         for i, grid in enumerate(inputs):
-            attempts = [c.grid.tolist() for c in ranked.get((task_id, i), [])[:2]]
+            attempts = [c.grid.tolist() for c in ranked.get((task_id, i), []) if c.grid.size][:2]
             spare = [[int(v) for v in row] for row in grid] if fallback == "input" else [[0]]
             while len(attempts) < 2:
                 attempts.append(spare)

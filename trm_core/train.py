@@ -59,9 +59,14 @@ class TrainConfig:
     epochs: int = 100000
     eval_interval: int | None = 10000  # epochs between evaluations; None = only at the end
     evaluate: bool = True  # run inference + voting + pass@K on the test split at each evaluation
-    min_eval_interval: int = 0  # first evaluation after this many eval intervals
+    min_eval_interval: int = 0  # skip the evaluations of the first this-many intervals (upstream's rule)
+    # Upstream's evaluator never clears its votes: each evaluation's pass@K and submission pool every earlier
+    # evaluation of the run (its aggregated_voting=True). False = each evaluation votes on its own predictions.
+    aggregated_voting: bool = False
+    count_empty_predictions: bool = False  # empty predictions take votes / pass@K slots, as upstream counts them
     max_steps: int | None = None  # stop early (smoke tests, deadlines); None = the schedule's total steps
     max_train_seconds: float | None = None  # wall-clock budget for the training loop (checked every step)
+    optimizer: str = "adam_atan2"  # upstream's AdamATan2 | adam_atan2_pytorch (the fork's, a = 1.27; see optim.py)
     lr: float = 1e-4
     lr_min_ratio: float = 1.0  # 1.0 = constant after warmup (upstream's default); < 1: cosine decay to lr x this
     # at total_steps, or when max_train_seconds is up if that comes first
@@ -76,7 +81,9 @@ class TrainConfig:
     freeze_weights: bool = False  # train the puzzle embeddings only (trunk gradients are not computed)
     freeze_weights_epochs: int | None = None  # embeddings only for this many epochs, then everything
     load_checkpoint: str | None = None  # start from these weights (any format trm_core loads)
-    puzzle_emb_reinit_strategy: str = "mean"  # when the loaded table's size differs: mean | normal
+    # when the loaded table's size differs: mean | normal (re-initialise it); keep = the checkpoint was trained on
+    # this very dataset: use its rows as they are, and refuse a table that does not match the identifiers
+    puzzle_emb_reinit_strategy: str = "mean"
     resume: str | None = None  # a run folder (or a checkpoint folder in it) to continue exactly
     checkpoint_every_eval: bool = True
     checkpoint_every_n_steps: int | None = None
@@ -122,8 +129,13 @@ def validate_config(cfg: TrainConfig, source: str = "config") -> None:
     from_dict(ArchConfig, {k: v for k, v in cfg.arch.items() if k not in dataset_fields}, f"{source}: arch")
     if cfg.lora is not None:
         from_dict(LoraConfig, cfg.lora, f"{source}: lora")
-    if cfg.puzzle_emb_reinit_strategy not in ("mean", "normal"):
-        raise ConfigError(f"{source}: puzzle_emb_reinit_strategy must be mean or normal")
+    if cfg.puzzle_emb_reinit_strategy not in ("mean", "normal", "keep"):
+        raise ConfigError(f"{source}: puzzle_emb_reinit_strategy must be mean, normal or keep")
+    if cfg.optimizer not in ("adam_atan2", "adam_atan2_pytorch"):
+        raise ConfigError(f"{source}: optimizer must be adam_atan2 (upstream) or adam_atan2_pytorch (Trelis fork), "
+                          f"got {cfg.optimizer!r}")
+    if cfg.min_eval_interval < 0:
+        raise ConfigError(f"{source}: min_eval_interval must be >= 0")
     if cfg.global_batch_size < 1 or cfg.epochs < 1:
         raise ConfigError(f"{source}: global_batch_size and epochs must be >= 1")
     if cfg.eval_interval is not None and cfg.epochs % cfg.eval_interval:
@@ -163,6 +175,7 @@ class Trainer:
         self.run_dir: Path | None = None
         self._last_eval_step: int | None = None
         self._elapsed = 0.0  # training seconds so far, averaged over ranks (with max_train_seconds only)
+        self.vote_pool = None  # with aggregated_voting: the votes of every evaluation so far (rank 0)
 
     # --- setup ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -254,8 +267,13 @@ class Trainer:
             from trm_core.checkpoint import load_checkpoint
 
             # Architecture from the checkpoint; cfg.arch only fills what it does not record (and must agree).
+            # "keep": the rows are used as trained, so the table must fit this dataset's identifiers (refused
+            # otherwise, naming both sizes).
+            keep = cfg.puzzle_emb_reinit_strategy == "keep"
+            identifiers = Path(cfg.data_paths[0]) / "identifiers.json"
             model = load_checkpoint(cfg.load_checkpoint, num_puzzle_identifiers=meta.num_puzzle_identifiers,
-                                    puzzle_emb_reinit=cfg.puzzle_emb_reinit_strategy, **cfg.arch)
+                                    puzzle_emb_reinit=cfg.puzzle_emb_reinit_strategy,
+                                    identifiers_path=identifiers if keep and identifiers.exists() else None, **cfg.arch)
         else:
             model = build_model(from_dict(ArchConfig, dict(cfg.arch, seq_len=meta.seq_len, vocab_size=meta.vocab_size,
                                                            num_puzzle_identifiers=meta.num_puzzle_identifiers), "arch"))
@@ -289,7 +307,7 @@ class Trainer:
         self._trunk_frozen = frozen
 
     def _setup_optimizers(self) -> None:
-        from trm_core.optim import EMA, AdamATan2, SignSGDSparseEmbedding
+        from trm_core.optim import EMA, OPTIMIZERS, SignSGDSparseEmbedding
 
         cfg = self.cfg
         self.optimizers: dict[str, Any] = {}
@@ -298,8 +316,8 @@ class Trainer:
                 self.model.puzzle_emb, lr=0.0, weight_decay=cfg.puzzle_emb_weight_decay, dist=self.info)
         params = self.trainable_parameters()
         if params:
-            self.optimizers["trunk"] = AdamATan2(params, lr=0.0, betas=(cfg.beta1, cfg.beta2),
-                                                 weight_decay=cfg.weight_decay)
+            self.optimizers["trunk"] = OPTIMIZERS[cfg.optimizer](params, lr=0.0, betas=(cfg.beta1, cfg.beta2),
+                                                                 weight_decay=cfg.weight_decay)
         self.base_lrs = {"puzzle_emb": cfg.puzzle_emb_lr, "trunk": cfg.lr}
         self.ema = EMA(self.model, mu=cfg.ema_rate) if cfg.ema else None
         # Embeddings-only phase: freeze after the optimizer and EMA have registered every weight that will train.
@@ -395,7 +413,9 @@ class Trainer:
             else:
                 self.epoch += 1
                 self.batch_in_epoch = 0
-                if self.epoch % eval_every == 0 and self.epoch // eval_every > cfg.min_eval_interval - 1:
+                # Upstream evaluates after interval i (0-based) when i >= min_eval_interval: the first
+                # evaluation comes after min_eval_interval + 1 intervals.
+                if self.epoch % eval_every == 0 and self.epoch // eval_every - 1 >= cfg.min_eval_interval:
                     self._evaluate_and_checkpoint()
         bar.close()
         self._evaluate_and_checkpoint(final=True)
@@ -434,15 +454,20 @@ class Trainer:
         if not with_test:
             return None
         out_dir = self.run_dir / "eval" / f"step_{self.step}"
+        if self.cfg.aggregated_voting and self.vote_pool is None:
+            self.vote_pool = trm_eval.VotePool()
         ctx = self.ema.apply_to(self.model) if self.ema is not None else contextlib.nullcontext()
-        with ctx:
+        with ctx:  # self.model's recursion is the compiled one when compile is on, as upstream evaluates
             metrics = trm_eval.evaluate_model(self.model, with_test[0], out_dir, info=self.info,
                                               batch_size=self.cfg.eval_batch_size or self.micro,
                                               max_eval_augmentations=self.cfg.eval_max_augmentations,
-                                              progress=self.cfg.progress, extra={"step": self.step})
+                                              progress=self.cfg.progress, extra={"step": self.step},
+                                              count_empty_predictions=self.cfg.count_empty_predictions,
+                                              vote_pool=self.vote_pool if self.info.is_main else None)
         self.model.train()
         if self.info.is_main and metrics:
-            self._log({f"eval/{k}" if not k.startswith("ARC/") else k: v for k, v in metrics.items()})
+            # upstream's names as it logs them (ARC/pass@K, all/accuracy, ...); the rest under eval/
+            self._log({k if k.startswith(("ARC/", "all/")) else f"eval/{k}": v for k, v in metrics.items()})
             self._plot_curves()
         return metrics
 
@@ -492,6 +517,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "trunk_frozen": self._trunk_frozen,
             "history": self.history[-10000:],
+            "vote_pool": self.vote_pool.state_dict() if self.vote_pool is not None else None,
         }
 
     def _rank_state(self) -> dict:
@@ -538,6 +564,11 @@ class Trainer:
                               f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.history = state.get("history", [])
+        if state.get("vote_pool") is not None and self.cfg.aggregated_voting:
+            from trm_core.voting import VotePool
+
+            self.vote_pool = VotePool()
+            self.vote_pool.load_state_dict(state["vote_pool"])
         rank_file = ckpt / f"carry_rank{self.info.rank}.pt"
         rank_state = load_resume_file(rank_file, "cpu", RANK_STATE_KEYS)  # RNG states must stay on the CPU
         dev = self.info.device

@@ -31,6 +31,12 @@ class Task:
     train: list[tuple[np.ndarray, np.ndarray]]
     test_inputs: list[np.ndarray]
     test_outputs: list[np.ndarray] | None  # None when no solutions are known (e.g. the Kaggle test file)
+    # Upstream's builder lists a task's pairs in the file's key order; "test" before "train" is rare but legal.
+    test_before_train: bool = False
+    # With load_tasks(keep_raw=True): the task's JSON entry and its solutions entry (None without a solutions
+    # file), untouched, for writing test_puzzles.json exactly as upstream does.
+    raw: dict | None = None
+    raw_solution: Any = None
 
 
 # A malformed task file or task; the message names the file, task id, pair and field. The one error type of the
@@ -133,25 +139,28 @@ def _parse_task(task_id: str, raw: Any, solutions: Any, has_solutions: bool) -> 
     elif all(isinstance(p, dict) and "output" in p for p in raw["test"]):
         # Original-ARC-style files carry test outputs inline; use them when there is no solutions file.
         test_outputs = [field("test", i, "output") for i in range(len(raw["test"]))]
-    return Task(task_id, train, test_inputs, test_outputs)
+    keys = list(raw)
+    return Task(task_id, train, test_inputs, test_outputs, test_before_train=keys.index("test") < keys.index("train"))
 
 
 def load_tasks(challenges: str | Path, solutions: str | Path | None = None, *,
-               skip_invalid: bool = False) -> tuple[dict[str, Task], list[str]]:
+               skip_invalid: bool = False, keep_raw: bool = False) -> tuple[dict[str, Task], list[str]]:
     """Load and validate every task of a challenges file (and its solutions, if given).
 
     Returns (tasks in file order, problems). A problem is one line naming file, task id, pair and field; it
     raises TaskError at the first one unless `skip_invalid`, which reports the task in `problems` and skips it.
+    `keep_raw` also keeps each task's JSON entries (`Task.raw`, `Task.raw_solution`).
     """
     challenges = Path(challenges)
     raw_tasks = load_challenges_json(challenges)
     raw_solutions = load_challenges_json(solutions) if solutions is not None else None
-    return parse_tasks(raw_tasks, raw_solutions, skip_invalid=skip_invalid, name=challenges.name,
+    return parse_tasks(raw_tasks, raw_solutions, skip_invalid=skip_invalid, keep_raw=keep_raw, name=challenges.name,
                        solutions_name=Path(solutions).name if solutions is not None else "solutions")
 
 
 def parse_tasks(raw_tasks: dict, raw_solutions: dict | None = None, *, skip_invalid: bool = False,
-                name: str = "challenges", solutions_name: str = "solutions") -> tuple[dict[str, Task], list[str]]:
+                keep_raw: bool = False, name: str = "challenges",
+                solutions_name: str = "solutions") -> tuple[dict[str, Task], list[str]]:
     """`load_tasks` for challenges (and solutions) already read; `name` and `solutions_name` head the messages."""
     tasks: dict[str, Task] = {}
     problems: list[str] = []
@@ -159,6 +168,8 @@ def parse_tasks(raw_tasks: dict, raw_solutions: dict | None = None, *, skip_inva
         try:
             sol = raw_solutions.get(task_id) if raw_solutions is not None else None
             tasks[task_id] = _parse_task(task_id, raw, sol, raw_solutions is not None)
+            if keep_raw:
+                tasks[task_id].raw, tasks[task_id].raw_solution = raw, sol
         except ValueError as e:
             where = solutions_name if str(e).split(":", 1)[0].endswith(".solution") else name
             message = f"{where}: task {task_id}: {e}"
