@@ -135,12 +135,10 @@ def check_staged(folder: Path, target: str) -> Path:
 
 
 def _run_export(checkpoint: Path, dest: Path, arch: Sequence[str]) -> None:
-    """The trunk-only export of `checkpoint` (`trm_core.checkpoint.export_trunk`; `arch`: KEY=VALUE settings)."""
-    from trm_core.checkpoint import export_trunk
-    from trm_core.config import parse_overrides
+    """The trunk-only export of `checkpoint` (`trm_core.checkpoint.export_trunk`; `arch`: `trm export`'s KEY=VALUE)."""
+    from trm_core.checkpoint import export_trunk, parse_arch
 
-    parsed = parse_overrides(list(arch), "--arch")
-    export_trunk(checkpoint, dest, **{**{k: v for k, v in parsed.items() if k != "arch"}, **parsed.get("arch", {})})
+    export_trunk(checkpoint, dest, **parse_arch(list(arch)))
 
 
 def stage_weights(out: Path, names: KaggleNames, *, export_dir: Path | None = None, checkpoint: Path | None = None,

@@ -715,7 +715,7 @@ def format_info(info: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _parse_arch(items: list[str]) -> dict[str, Any]:
+def parse_arch(items: list[str]) -> dict[str, Any]:
     """`--arch puzzle_emb_len=16 arch.L_cycles=4` -> ArchConfig keywords (an `arch.` prefix is accepted)."""
     parsed = parse_overrides(items, "--arch")
     return {**{k: v for k, v in parsed.items() if k != "arch"}, **parsed.get("arch", {})}
@@ -745,7 +745,7 @@ def main_info(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def show():
-        info = checkpoint_info(args.checkpoint, **_parse_arch(args.arch))
+        info = checkpoint_info(args.checkpoint, **parse_arch(args.arch))
         print(json.dumps(info, indent=2, default=str) if args.json else format_info(info))
 
     return _run(show, "trm info")
@@ -764,7 +764,7 @@ def main_export(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def export():
-        path = export_trunk(args.src, args.out_dir, **_parse_arch(args.arch))
+        path = export_trunk(args.src, args.out_dir, **parse_arch(args.arch))
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), config.yaml and README.md")
 
     return _run(export, "trm export")
@@ -772,5 +772,5 @@ def main_export(argv: list[str] | None = None) -> int:
 
 __all__ = ["CheckpointContents", "CheckpointError", "canonical_key", "checkpoint_canvas", "checkpoint_info",
            "checkpoint_steps", "count_identifiers", "export_trunk", "format_info", "infer_arch", "latest_checkpoint",
-           "load_checkpoint", "main_export", "main_info", "puzzle_table_mismatch", "read_checkpoint",
+           "load_checkpoint", "main_export", "main_info", "parse_arch", "puzzle_table_mismatch", "read_checkpoint",
            "reinit_puzzle_table", "resolve_arch", "resolve_checkpoint", "save_checkpoint", "sha256_file"]

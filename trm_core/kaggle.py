@@ -358,8 +358,8 @@ class KaggleRun:
         cap = min(math.ceil(plan.train_steps * STEP_HEADROOM), self.cfg.steps or math.inf)
         self.busy = run = Adaptation(self._train_config(built, self.cfg.mode, "adapt", cap, plan.train_s,
                                                         plan.train_steps), self.nproc, ["trm kaggle", "train"])
-        try:  # a run late by its start-up again (and a tenth) is stopped, and the warm-up model infers
-            with self.clock.limit(plan.deadline_s + plan.overhead_s + 0.1 * plan.train_s + 1):
+        try:  # a run late by twice its start-up (and half a minute) is stopped, and the warm-up model infers
+            with self.clock.limit(plan.deadline_s + 2 * plan.overhead_s + 30):
                 return run.run()
         finally:
             r = self.result
