@@ -107,8 +107,9 @@ def claim_staging_folder(out: Path, *, force: bool = False) -> Path:
                              "weights/, wheels/, repo/ and kernel/ subfolders")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / STAGING_MARKER).write_text("Staged by scripts/kaggle_staging.py (scripts/package_kaggle.sh); its weights/, "
-                                          "wheels/, repo/ and kernel/ subfolders are replaced on the next run.\n")
+        (out / STAGING_MARKER).write_text("Staged by scripts/kaggle_staging.py (scripts/package_kaggle.sh); its "
+                                          "weights/, wheels/, repo/ and kernel/ subfolders are replaced on the next "
+                                          "run.\n")
     except OSError as e:
         from trm_core.utils import OutputPathError, _why_not_writable
 

@@ -3,7 +3,7 @@
     # 10 held-out ARC-AGI-1 tasks, 10 minutes a trained column on a 2-core laptop CPU
     trm proof --tasks data/heldout/arc1_eval_v1.json
     # any task list or challenges file, from scratch only, with other settings
-    trm proof --tasks my_challenges.json --solutions my_solutions.json --weights scratch --set train_aug=50 --set lr=1e-3
+    trm proof --tasks my_challenges.json --solutions my_solutions.json --weights scratch --set lr=1e-3
 
 Each column is a run of the Kaggle recipe (`trm_core.kaggle.run_kaggle`) with the preset
 `trm_core/configs/kaggle/proof.yaml`: a compact-canvas augmented dataset of the tasks' demonstration pairs, a
@@ -228,7 +228,8 @@ def run_proof(challenges: dict, solutions: dict, out_dir: str | Path, *, budget_
 def _check_own(own: dict) -> None:
     members = own["ensemble"] or [{}]
     if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
-        raise ValueError(f"ensemble must be a list of setting dicts, e.g. [{{\"train_aug\": 8}}, {{}}], got {members!r}")
+        raise ValueError(f"ensemble must be a list of setting dicts, e.g. [{{\"train_aug\": 8}}, {{}}], "
+                         f"got {members!r}")
     for k, overrides in enumerate(members):
         own_keys = sorted(set(PROOF_SETTINGS) & {key.split(".")[0] for key in overrides})
         if own_keys:
