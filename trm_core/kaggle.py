@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     from trm_core.config import add_config_arguments, flags_to_dict, from_dict
 
     p = argparse.ArgumentParser(prog="trm kaggle", formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
+                                description="\n\n".join(__doc__.split("\n\n")[:3]))
     p.add_argument("--config", default=None, metavar="PRESET", help="a preset (" + ", ".join(
         sorted(q.stem for q in PRESETS.glob("*.yaml"))) + ") or a YAML path; the flags given override it")
     add_config_arguments(p, KaggleRunConfig)
