@@ -86,7 +86,8 @@ print("trm_core", trm_core.__version__, "from", trm_core.__file__)
 import dataclasses  # noqa: E402
 import os  # noqa: E402
 
-from trm_core.kaggle import config_from, kaggle_budget_minutes, run_kaggle  # noqa: E402
+from trm_core.config import config_from  # noqa: E402
+from trm_core.kaggle import kaggle_budget_minutes, run_kaggle  # noqa: E402
 
 cfg = config_from(globals())
 minutes, why = kaggle_budget_minutes(cfg, os.environ)

@@ -68,7 +68,7 @@ def test_papermill_help_notebook_lists_every_parameter():
 def test_every_parameter_papermill_injects_reaches_the_run_config(tmp_path):
     """Inject a value different from the default for every field, run only the parameter cells, and read the
     config the notebook would run."""
-    from trm_core.kaggle import config_from
+    from trm_core.config import config_from
 
     altered = {"data_dir": "/d", "challenges_file": "/c.json", "solutions_file": "/s.json", "weights": "scratch",
                "output_dir": "/o", "work_dir": "/w", "budget_minutes": 12.5, "commit_budget_minutes": 2.5,

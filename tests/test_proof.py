@@ -13,7 +13,7 @@ from conftest import ARC_DIR, REPO
 from trm_core import proof
 from trm_core.config import KaggleRunConfig
 from trm_core.data.arc import load_task_file
-from trm_core.kaggle import load_preset
+from trm_core.config import load_preset
 
 TASKS = REPO / "data" / "proof_tasks.json"
 

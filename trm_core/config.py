@@ -393,6 +393,25 @@ class KaggleRunConfig:
     heartbeat_minutes: float = setting(3.0, "a status line this often while a phase works (0: none)")
 
 
+KAGGLE_PRESETS = Path(__file__).resolve().parent / "configs" / "kaggle"
+
+
+def load_preset(name: str | Path) -> dict:
+    """A preset of the Kaggle recipe (`trm_core/configs/kaggle/NAME.yaml`, or a YAML path) as config fields,
+    checked against `KaggleRunConfig`."""
+    path = Path(name) if Path(name).suffix else KAGGLE_PRESETS / f"{name}.yaml"
+    data = load_yaml(path)
+    from_dict(KaggleRunConfig, data, str(path))
+    return data
+
+
+def config_from(parameters: Any) -> KaggleRunConfig:
+    """The Kaggle recipe's config from a namespace holding its fields by name (the notebook's globals after
+    papermill injected its parameters); other names are ignored, every value is type-checked."""
+    names = {f.name for f in dataclasses.fields(KaggleRunConfig)}
+    return from_dict(KaggleRunConfig, {k: v for k, v in parameters.items() if k in names}, "notebook parameters")
+
+
 def swiglu_width(hidden: int, expansion: float) -> int:
     """Upstream's SwiGLU sizing: round(expansion * hidden * 2/3) rounded up to a multiple of 256."""
     inter = round(expansion * hidden * 2 / 3)
@@ -400,5 +419,6 @@ def swiglu_width(hidden: int, expansion: float) -> int:
 
 
 __all__ = ["ArchConfig", "ConfigError", "KaggleRunConfig", "SHAPE_FREE_SETTINGS", "add_config_arguments",
-           "apply_overrides", "arch_from_dict", "check_arch", "flags_to_dict", "from_dict", "load_yaml",
-           "parse_overrides", "parse_value", "save_yaml", "setting", "swiglu_width", "to_dict"]
+           "KAGGLE_PRESETS", "apply_overrides", "arch_from_dict", "check_arch", "config_from", "flags_to_dict",
+           "from_dict", "load_preset", "load_yaml", "parse_overrides", "parse_value", "save_yaml", "setting",
+           "swiglu_width", "to_dict"]

@@ -35,10 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
-from trm_core.config import KaggleRunConfig
+from trm_core.config import KAGGLE_PRESETS, KaggleRunConfig, load_preset
 
 SCRATCH = ("none", "scratch", "")
-PRESETS = Path(__file__).resolve().parent / "configs" / "kaggle"
 
 
 @dataclass
@@ -393,13 +392,10 @@ class KaggleRun:
 
     def _write_round(self, built: Built, acc, complete: bool) -> float:
         """The votes so far as a complete submission.json (the fallback's attempts where none); its seconds."""
-        from trm_core.submission import check_submission, fallback_submission, make_submission, write_submission
+        from trm_core.submission import merge_into_fallback, write_submission
 
         t = time.monotonic()
-        merged = {**fallback_submission(self.raw), **make_submission(built.tasks, acc.ranked())}
-        problems = check_submission(merged, self.raw)
-        if problems:  # our own bug if it happens: the previous file stays
-            raise RuntimeError("merged submission is invalid (kept the previous one): " + "; ".join(problems[:5]))
+        merged = merge_into_fallback(self.raw, built.tasks, acc.ranked())  # validated: a bug keeps the last file
         with self.clock.shield():
             write_submission(self.result.submission, merged)
         self.result.status = "ok"
@@ -477,15 +473,6 @@ def run_kaggle(cfg: KaggleRunConfig) -> RunResult:
     return KaggleRun(cfg).run()
 
 
-def config_from(parameters: Mapping[str, Any]) -> KaggleRunConfig:
-    """The config from a namespace holding its fields by name (the notebook's globals after papermill injected
-    its parameters); other names are ignored, every value is type-checked."""
-    from trm_core.config import from_dict
-
-    names = {f.name for f in dataclasses.fields(KaggleRunConfig)}
-    return from_dict(KaggleRunConfig, {k: v for k, v in parameters.items() if k in names}, "notebook parameters")
-
-
 def kaggle_budget_minutes(cfg: KaggleRunConfig, environ: Mapping[str, str]) -> tuple[float, str]:
     """(minutes, why) for a run in `environ`: on Kaggle (KAGGLE_KERNEL_RUN_TYPE set) without
     KAGGLE_IS_COMPETITION_RERUN it is a commit run ("Save & Run All", scored on nothing): the commit budget."""
@@ -496,16 +483,6 @@ def kaggle_budget_minutes(cfg: KaggleRunConfig, environ: Mapping[str, str]) -> t
     return cfg.budget_minutes, "budget_minutes"
 
 
-def load_preset(name: str | Path) -> dict:
-    """A preset (`trm_core/configs/kaggle/NAME.yaml`, or a YAML path) as config fields, checked by `from_dict`."""
-    from trm_core.config import from_dict, load_yaml
-
-    path = Path(name) if Path(name).suffix else PRESETS / f"{name}.yaml"
-    data = load_yaml(path)
-    from_dict(KaggleRunConfig, data, str(path))
-    return data
-
-
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """`trm kaggle`: the recipe as one command (exit 0 when a valid submission.json exists)."""
     from trm_core.config import add_config_arguments, flags_to_dict, from_dict
@@ -513,7 +490,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     p = argparse.ArgumentParser(prog="trm kaggle", formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="\n\n".join(__doc__.split("\n\n")[:3]))
     p.add_argument("--config", default=None, metavar="PRESET", help="a preset (" + ", ".join(
-        sorted(q.stem for q in PRESETS.glob("*.yaml"))) + ") or a YAML path; the flags given override it")
+        sorted(q.stem for q in KAGGLE_PRESETS.glob("*.yaml"))) + ") or a YAML path; the flags given override it")
     add_config_arguments(p, KaggleRunConfig)
     args = p.parse_args(argv)
     preset = load_preset(args.config) if args.config else {}

@@ -178,7 +178,8 @@ def run_proof(challenges: dict, solutions: dict, out_dir: str | Path, *, budget_
     `weights` the columns are: the trunk with no adaptation (mode none), the trunk adapted for `budget_minutes`
     and, if `compare_scratch`, a model trained from scratch for the same budget. With "scratch", that one alone.
     """
-    from trm_core.kaggle import SCRATCH, load_preset
+    from trm_core.config import load_preset
+    from trm_core.kaggle import SCRATCH
     from trm_core.submission import score_submission
 
     items = _items(settings) if isinstance(settings, Mapping) else list(settings)

@@ -258,6 +258,16 @@ def write_fallback_submission(challenges: Mapping[str, Any] | str | Path, path: 
     return sub
 
 
+def merge_into_fallback(challenges: Mapping[str, Any], tasks: Mapping[str, Any], ranked: Ranked) -> dict:
+    """The fallback submission of (raw, possibly malformed) `challenges` with `tasks`' entries replaced by
+    `make_submission(tasks, ranked)`; raises RuntimeError, naming the problems, if the result is not valid."""
+    merged = {**fallback_submission(challenges), **make_submission(tasks, ranked)}
+    problems = check_submission(merged, challenges)
+    if problems:  # our own bug if it happens: the caller keeps its previous file
+        raise RuntimeError("merged submission is invalid (kept the previous one): " + "; ".join(problems[:5]))
+    return merged
+
+
 def check_submission(submission: Any, challenges: Mapping[str, Any] | str | Path | None) -> list[str]:
     """Problems of a submission against a (possibly malformed) challenges file; [] = valid for Kaggle."""
     from trm_core.data.arc import load_challenges_json
