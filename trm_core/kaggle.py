@@ -27,6 +27,7 @@ import dataclasses
 import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -292,13 +293,15 @@ class KaggleRun:
                 with self.clock.limit(self.clock.elapsed() + allowance):
                     checkpoint = run.run()
                 times = run.step_times()
-                step_s = sorted(times[len(times) // 3:] or times)[len(times[len(times) // 3:] or times) // 2]
-                startup = max(0.0, time.monotonic() - t - sum(times))
-                self.log.event("warmup", "timed", step_s=round(step_s, 4), startup_s=round(startup, 2),
-                               steps_timed=len(times))
-                return Warm(checkpoint, step_s, startup)
+                if times:  # the first third is dropped: compile, caches, allocations
+                    step_s = statistics.median(times[len(times) // 3:])
+                    startup = max(0.0, time.monotonic() - t - sum(times))
+                    self.log.event("warmup", "timed", step_s=round(step_s, 4), startup_s=round(startup, 2),
+                                   steps_timed=len(times))
+                    return Warm(checkpoint, step_s, startup)
             except PhaseTimeout:
-                self.log.event("warmup", "cut", reason=f"did not end in its {allowance:.1f} s: no training")
+                pass
+            self.log.event("warmup", "cut", reason=f"no step timed in its {allowance:.1f} s: no training")
         # The weights as they are, with this dataset's puzzle ids (the mean embedding): a run of 0 steps.
         run = Adaptation(self._train_config(built, "none", "initial", 0, None), 1, ["trm kaggle", "initial"])
         return Warm(run.run(), None, 0.0)
@@ -386,7 +389,8 @@ class KaggleRun:
             self._write_report(built, acc)
 
     def heartbeat(self) -> str:  # during inference
-        return f"inference: round {self.result.inference['rounds'] + 1}, {self.result.inference['rows']} rows"
+        i = self.result.inference
+        return f"inference: round {i.get('rounds', 0) + 1}, {i.get('rows', 0)} rows predicted"
 
     # --- helpers --------------------------------------------------------------------------------------------
 
