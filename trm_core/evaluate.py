@@ -48,12 +48,17 @@ __all__ = ["FALLBACKS", "MAX_SIDE", "PASS_KS", "RANK_RULES", "Candidate", "Ranke
 # Inference
 # ----------------------------------------------------------------------------------------------------------
 
-def run_inference(model, dataset, *, steps: int | None = None, info=None, progress: bool = True) -> dict | None:
+def run_inference(model, dataset, *, steps: int | None = None, info=None, progress: bool = True,
+                  noise_scale: float = 0.0, noise_samples: int = 0, noise_seed: int = 0) -> dict | None:
     """Predict every test row of `dataset` (a `PuzzleDataset` for split "test", built for this rank).
 
     Runs `steps` ACT steps (default: `halt_max_steps_eval or halt_max_steps`) under inference mode on the
     model's device, in its forward dtype. Padding rows are dropped. With several ranks each rank predicts
     its share and rank 0 receives everything (other ranks get None).
+    noise_samples > 0: each row is also predicted that many more times with latent noise of standard deviation
+    `noise_scale` (`trm_core.model.predict`; drawn from a generator seeded by noise_seed and the rank); those
+    rows follow the row's deterministic prediction (same input, puzzle id and example_index), so they vote in
+    the same accumulator and ties still go to the deterministic answer.
 
     Returns (rank 0) numpy arrays sorted by `example_index`: `inputs`, `preds` (N, seq_len) uint8,
     `puzzle_identifiers` (N,) int32, `q_halt_logits` (N,) float32, `example_index` (N,) int64.
@@ -67,6 +72,10 @@ def run_inference(model, dataset, *, steps: int | None = None, info=None, progre
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("inputs", "preds", "puzzle_identifiers",
                                                           "q_halt_logits", "example_index")}
     model.eval()
+    generator = None
+    if noise_samples > 0:
+        rank = info.rank if info is not None else 0
+        generator = torch.Generator(device=device).manual_seed(int(noise_seed) * 1_000_003 + rank)
     with torch.inference_mode():
         for batch in dataset.iter_test():
             ex = np.asarray(batch["example_index"]).reshape(-1)
@@ -74,12 +83,16 @@ def run_inference(model, dataset, *, steps: int | None = None, info=None, progre
             if keep.any():
                 inputs = torch.as_tensor(np.asarray(batch["inputs"])[keep])
                 pids = torch.as_tensor(np.asarray(batch["puzzle_identifiers"])[keep])
-                out = predict(model, inputs.to(device, non_blocking=True), pids.to(device), steps)
-                parts["inputs"].append(inputs.numpy().astype(np.uint8))
-                parts["preds"].append(out["preds"].to(torch.uint8).cpu().numpy())
-                parts["puzzle_identifiers"].append(pids.numpy().astype(np.int32))
-                parts["q_halt_logits"].append(out["q_halt_logits"].float().cpu().numpy())
-                parts["example_index"].append(ex[keep].astype(np.int64))
+                x, p = inputs.to(device, non_blocking=True), pids.to(device)
+                outs = [predict(model, x, p, steps)]
+                outs += [predict(model, x, p, steps, noise=noise_scale, generator=generator)
+                         for _ in range(noise_samples)]
+                for out in outs:
+                    parts["inputs"].append(inputs.numpy().astype(np.uint8))
+                    parts["preds"].append(out["preds"].to(torch.uint8).cpu().numpy())
+                    parts["puzzle_identifiers"].append(pids.numpy().astype(np.int32))
+                    parts["q_halt_logits"].append(out["q_halt_logits"].float().cpu().numpy())
+                    parts["example_index"].append(ex[keep].astype(np.int64))
             bar.update(1)
     bar.close()
     seq_len = model.config.seq_len
@@ -117,25 +130,32 @@ def _known_solutions(test_puzzles: Mapping[str, Any]) -> dict[str, list] | None:
 
 
 def _predictions_json(ranked: Ranked, challenges: Mapping[str, Any], solutions: Mapping[str, Any] | None,
-                      top: int) -> dict:
-    """What `trm report` draws: per task, per test input, the input, the truth (or None) and the top candidates."""
+                      top: int, candidates: int = 0) -> dict:
+    """What `trm report` draws: per task, per test input, the input, the truth (or None) and the top candidates
+    in submission order (votes, mean q and, when rescored, likelihood, per-rule scores and ranks:
+    `trm_core.rescore.candidates_json`)."""
+    from trm_core.rescore import candidates_json
+
     out = {}
     for task_id, inputs in _test_inputs_of(challenges).items():
         truths = (solutions or {}).get(task_id)
         out[task_id] = [{"input": np.asarray(x).tolist(),
                          "truth": np.asarray(truths[i]).tolist() if truths is not None else None,
-                         "candidates": [{"grid": c.grid.tolist(), "votes": c.votes, "mean_q": round(c.mean_q, 6)}
-                                        for c in ranked.get((task_id, i), [])[:top]]}
+                         "candidates": candidates_json(ranked.get((task_id, i), []), top, candidates)}
                         for i, x in enumerate(inputs)]
     return out
 
 
-def run_eval(checkpoint: str | Path, data_dir: str | Path, output_dir: str | Path, *,
+def run_eval(checkpoint: str | Path | Sequence[str | Path], data_dir: str | Path, output_dir: str | Path, *,
              arch: Mapping[str, Any] | None = None, steps: int | None = None, batch_size: int = 256,
              max_eval_augmentations: int | None = None, challenges: str | Path | None = None,
              solutions: str | Path | None = None, rank_by: str = "votes_then_q", fallback: str = "input",
-             top: int = 10, device: str | None = None, info=None, progress: bool = True) -> dict | None:
+             top: int = 10, device: str | None = None, info=None, progress: bool = True,
+             selection=None) -> dict | None:
     """Evaluate `checkpoint` on the test split of `data_dir` and write the run's files into `output_dir`.
+
+    Several checkpoints (a list, oldest first; e.g. the last N of one run): each one predicts every row and
+    all their votes are pooled in one accumulator (upstream's aggregated voting); the last one rescores.
 
     The checkpoint's puzzle embeddings must have been trained on this dataset's identifiers.json (same file):
     each augmented test input is looked up by its puzzle id, so another dataset gives meaningless predictions.
@@ -148,6 +168,7 @@ def run_eval(checkpoint: str | Path, data_dir: str | Path, output_dir: str | Pat
         solutions: a solutions file for pass@K and the score (default: the outputs in test_puzzles.json
             unless they are all dummies).
         top: candidates per test input kept in predictions.json (for `trm report`).
+        selection: a `trm_core.rescore.Selection` (rule, candidates K, views M, latent noise); None = votes.
     Writes (rank 0): submission.json, metrics.json, per_task.csv, predictions.json. Returns the metrics.
     """
     import torch
@@ -164,11 +185,16 @@ def run_eval(checkpoint: str | Path, data_dir: str | Path, output_dir: str | Pat
     arch = dict(arch or {})
     if torch.device(device).type == "cpu":  # bf16 matmuls are ~9x slower than fp32 on CPU
         arch.setdefault("forward_dtype", "float32")
-    model = load_checkpoint(checkpoint, identifiers_path=data_dir / "identifiers.json", device=device, **arch)
-    metrics = evaluate_model(model, data_dir, output_dir, steps=steps, batch_size=batch_size,
-                             max_eval_augmentations=max_eval_augmentations, challenges=challenges,
-                             solutions=solutions, rank_by=rank_by, fallback=fallback, top=top, info=info,
-                             progress=progress, extra={"checkpoint": str(checkpoint), "device": str(device)})
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    models = [load_checkpoint(c, identifiers_path=data_dir / "identifiers.json", device=device, **arch)
+              for c in paths]
+    extra = {"checkpoint": str(paths[-1]), "device": str(device)}
+    if len(paths) > 1:
+        extra["pooled_checkpoints"] = [str(c) for c in paths]
+    metrics = evaluate_model(models if len(models) > 1 else models[0], data_dir, output_dir, steps=steps,
+                             batch_size=batch_size, max_eval_augmentations=max_eval_augmentations,
+                             challenges=challenges, solutions=solutions, rank_by=rank_by, fallback=fallback,
+                             top=top, info=info, progress=progress, extra=extra, selection=selection)
     if metrics is not None:
         metrics["load_and_eval_seconds"] = round(time.perf_counter() - t0, 3)
     return metrics
@@ -178,23 +204,30 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
                    batch_size: int = 256, max_eval_augmentations: int | None = None,
                    challenges: str | Path | None = None, solutions: str | Path | None = None,
                    rank_by: str = "votes_then_q", fallback: str = "input", top: int = 10, info=None,
-                   progress: bool = True, extra: Mapping[str, Any] | None = None) -> dict | None:
+                   progress: bool = True, extra: Mapping[str, Any] | None = None, selection=None) -> dict | None:
     """Evaluate a model already in memory (the trainer's, or `run_eval`'s) on the test split of `data_dir`.
 
     Same outputs and arguments as `run_eval`; `extra` entries are copied into metrics.json. Every rank calls
     this (each predicts its share); rank 0 votes, writes the files and returns the metrics, others return None.
+    `model` may be a list of models (checkpoints of one run): their votes are pooled, the last one rescores.
     """
     from trm_core.data.dataset import PuzzleDataset
+    from trm_core.rescore import Selection, pass_by_rule, select_attempts
 
+    selection = selection if selection is not None else Selection()
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
     data_dir, output_dir = Path(data_dir), Path(output_dir)
     rank, world = (info.rank, info.world_size) if info is not None else (0, 1)
     t0 = time.perf_counter()
     dataset = PuzzleDataset([str(data_dir)], "test", global_batch_size=batch_size * world, rank=rank,
                             world_size=world, max_eval_augmentations=max_eval_augmentations)
-    arrays = run_inference(model, dataset, steps=steps, info=info, progress=progress)
+    noise = dict(noise_scale=selection.noise_scale, noise_samples=selection.noise_samples,
+                 noise_seed=selection.noise_seed) if selection.noise_samples else {}
+    runs = [run_inference(m, dataset, steps=steps, info=info, progress=progress, **noise) for m in models]
     t_infer = time.perf_counter() - t0
-    if arrays is None:  # not rank 0
+    if runs[0] is None:  # not rank 0
         return None
+    arrays = runs[0] if len(runs) == 1 else {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
 
     identifiers = json.loads((data_dir / "identifiers.json").read_text())
     test_puzzles = json.loads((data_dir / "test_puzzles.json").read_text())
@@ -213,10 +246,12 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
         test_inputs.setdefault(t, grids)
 
     t1 = time.perf_counter()
-    acc = VoteAccumulator(identifiers, test_inputs, canvas=math.isqrt(model.config.seq_len))
+    acc = VoteAccumulator(identifiers, test_inputs, canvas=math.isqrt(models[-1].config.seq_len))
     acc.add(arrays["inputs"], arrays["preds"], arrays["puzzle_identifiers"], arrays["q_halt_logits"])
     ranked = acc.ranked(rank_by)
     t_vote = time.perf_counter() - t1
+    ranked, scored, select_info = select_attempts(models[-1], arrays, identifiers, test_inputs, ranked, selection,
+                                                  batch_size=batch_size, steps=steps)
 
     submission = make_submission(chal, ranked, fallback)
     problems = validate_submission(submission, chal)
@@ -229,9 +264,10 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
     no_prediction = [f"{t}:{i}" for (t, i), c in ranked.items() if t in chal and not c]
     metrics: dict[str, Any] = {
         **dict(extra or {}), "data_dir": str(data_dir), "rank_by": rank_by, "fallback": fallback,
-        "steps": steps or model.config.eval_steps, "world_size": world,
+        "steps": steps or models[-1].config.eval_steps, "world_size": world,
         "tasks": len(chal), "test_inputs": n_test, "test_inputs_without_prediction": len(no_prediction),
         "inference_seconds": round(t_infer, 3), "voting_seconds": round(t_vote, 3), **acc.stats,
+        "selection": selection.as_dict(), **select_info, "models_pooled": len(models),
     }
     per_task_pass: dict = {}
     per_task_score: dict = {}
@@ -242,9 +278,15 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
         metrics.update({f"ARC/{k}": v for k, v in pk["overall"].items()})
         score, per_task_score = score_submission(submission, sols)
         metrics["kaggle_score"] = score
+        if selection.rescores:  # every rule on the same scored candidates (what the chosen rule gained)
+            for rule, values in pass_by_rule(scored, sols, selection.candidates).items():
+                metrics.update({f"ARC/{rule}/{k}": v for k, v in values.items()})
     atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    head = selection.candidates if selection.rescores else 0
     atomic_write_text(output_dir / "predictions.json",
-                      json.dumps({"rank_by": rank_by, "tasks": _predictions_json(ranked, chal, sols, top)}))
+                      json.dumps({"rank_by": rank_by, "select": selection.rule if selection.rescores else "votes",
+                                  "selection": selection.as_dict(),
+                                  "tasks": _predictions_json(ranked, chal, sols, top, head)}))
     _write_per_task_csv(output_dir / "per_task.csv", chal, ranked, per_task_pass, per_task_score)
     return metrics
 
@@ -273,6 +315,8 @@ def _write_per_task_csv(path: Path, challenges: Mapping[str, Any], ranked: Ranke
 # ----------------------------------------------------------------------------------------------------------
 
 def main_eval(argv: Sequence[str] | None = None) -> int:
+    from trm_core.rescore import DEFAULT_RULE, SELECT_RULES, Selection
+
     p = argparse.ArgumentParser(
         prog="trm eval", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Example:\n  trm eval --checkpoint runs/arc2/step_5000.pt --data data/built/arc2concept-aug-1000 "
@@ -282,7 +326,9 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
                     "per_task.csv and predictions.json (read by `trm report`). The checkpoint's puzzle\n"
                     "embeddings must have been trained on this dataset's identifiers.json. Multi-GPU:\n"
                     "torchrun --nproc-per-node N -m trm_core.cli eval ...")
-    p.add_argument("--checkpoint", required=True, help="trm_core, upstream step_N or fork checkpoint")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="trm_core, upstream step_N or fork checkpoint; repeat it to pool the votes of several "
+                        "checkpoints (oldest first: the last one rescores)")
     p.add_argument("--data", default="data/built/arc2concept-aug-1000",
                    help="dataset folder with a test split (built by `trm build-data`)")
     p.add_argument("--output-dir", required=True)
@@ -299,9 +345,23 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
                    help="attempt used where the model gave fewer than two usable grids")
     p.add_argument("--top", type=int, default=10,
                    help="candidates per test input kept in predictions.json (trm report, trm pool)")
+    p.add_argument("--select", choices=SELECT_RULES, default=DEFAULT_RULE,
+                   help="how the two attempts are chosen among the top --select-candidates by votes: votes "
+                        "(count, then mean q), poe (product of the candidate's probabilities over "
+                        "--select-views augmented views), mean_logprob (per-token mean), votes_then_logprob, "
+                        "hybrid (log votes + mean view log-prob); see trm_core/rescore.py")
+    p.add_argument("--select-candidates", type=int, default=Selection.candidates,
+                   help="K: candidates per test input rescored (likelihood rules)")
+    p.add_argument("--select-views", type=int, default=Selection.views,
+                   help="M: augmented views each candidate is scored under (one extra forward row per view)")
+    p.add_argument("--noise-scale", type=float, default=0.0, help="latent noise std for the extra noisy passes")
+    p.add_argument("--noise-samples", type=int, default=0, help="noisy passes per row that also vote (0 = off)")
+    p.add_argument("--noise-seed", type=int, default=0)
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    selection = Selection(rule=args.select, candidates=args.select_candidates, views=args.select_views,
+                          noise_scale=args.noise_scale, noise_samples=args.noise_samples, noise_seed=args.noise_seed)
 
     from trm_core import dist
     from trm_core.config import parse_value
@@ -318,7 +378,7 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
                            batch_size=args.batch_size, max_eval_augmentations=args.max_eval_augmentations,
                            challenges=args.challenges, solutions=args.solutions, rank_by=args.rank_by,
                            fallback=args.fallback, top=args.top, device=info.device, info=info,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, selection=selection)
     finally:
         dist.cleanup()
     if metrics is not None:
