@@ -319,6 +319,21 @@ def test_several_checkpoints_pool_their_votes_in_one_evaluation(data, checkpoint
     assert votes[1] == 2 * votes[0]
 
 
+def test_past_a_deadline_older_checkpoints_and_rescoring_are_dropped_but_the_newest_model_votes(data, checkpoint,
+                                                                                                  tmp_path):
+    import time
+
+    from trm_core.evaluate import run_eval
+
+    late = run_eval([checkpoint, checkpoint, checkpoint], data, tmp_path / "late", device="cpu", progress=False,
+                    selection=Selection(rule="poe", views=3), deadline=time.time() - 1)
+    assert late["models_pooled"] == 1 and late["rescore_skipped"] == "deadline" and late["select"] == "votes"
+    assert late["rescore_rows"] == 0
+    on_time = run_eval([checkpoint, checkpoint], data, tmp_path / "on_time", device="cpu", progress=False,
+                       selection=Selection(rule="poe", views=3), deadline=time.time() + 600)
+    assert on_time["models_pooled"] == 2 and on_time["select"] == "poe" and "rescore_skipped" not in on_time
+
+
 def test_the_trainer_writes_a_pooled_evaluation_of_its_last_n(small_dataset, tmp_path):
     from test_train import tiny_cfg
     from trm_core.train import run

@@ -24,6 +24,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -151,7 +152,7 @@ def run_eval(checkpoint: str | Path | Sequence[str | Path], data_dir: str | Path
              max_eval_augmentations: int | None = None, challenges: str | Path | None = None,
              solutions: str | Path | None = None, rank_by: str = "votes_then_q", fallback: str = "input",
              top: int = 10, device: str | None = None, info=None, progress: bool = True,
-             selection=None) -> dict | None:
+             selection=None, deadline: float | None = None) -> dict | None:
     """Evaluate `checkpoint` on the test split of `data_dir` and write the run's files into `output_dir`.
 
     Several checkpoints (a list, oldest first; e.g. the last N of one run): each one predicts every row and
@@ -169,6 +170,7 @@ def run_eval(checkpoint: str | Path | Sequence[str | Path], data_dir: str | Path
             unless they are all dummies).
         top: candidates per test input kept in predictions.json (for `trm report`).
         selection: a `trm_core.rescore.Selection` (rule, candidates K, views M, latent noise); None = votes.
+        deadline: time.time() by which pooling and rescoring must be done (see `evaluate_model`).
     Writes (rank 0): submission.json, metrics.json, per_task.csv, predictions.json. Returns the metrics.
     """
     import torch
@@ -194,7 +196,8 @@ def run_eval(checkpoint: str | Path | Sequence[str | Path], data_dir: str | Path
     metrics = evaluate_model(models if len(models) > 1 else models[0], data_dir, output_dir, steps=steps,
                              batch_size=batch_size, max_eval_augmentations=max_eval_augmentations,
                              challenges=challenges, solutions=solutions, rank_by=rank_by, fallback=fallback,
-                             top=top, info=info, progress=progress, extra=extra, selection=selection)
+                             top=top, info=info, progress=progress, extra=extra, selection=selection,
+                             deadline=deadline)
     if metrics is not None:
         metrics["load_and_eval_seconds"] = round(time.perf_counter() - t0, 3)
     return metrics
@@ -204,12 +207,16 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
                    batch_size: int = 256, max_eval_augmentations: int | None = None,
                    challenges: str | Path | None = None, solutions: str | Path | None = None,
                    rank_by: str = "votes_then_q", fallback: str = "input", top: int = 10, info=None,
-                   progress: bool = True, extra: Mapping[str, Any] | None = None, selection=None) -> dict | None:
+                   progress: bool = True, extra: Mapping[str, Any] | None = None, selection=None,
+                   deadline: float | None = None) -> dict | None:
     """Evaluate a model already in memory (the trainer's, or `run_eval`'s) on the test split of `data_dir`.
 
     Same outputs and arguments as `run_eval`; `extra` entries are copied into metrics.json. Every rank calls
     this (each predicts its share); rank 0 votes, writes the files and returns the metrics, others return None.
-    `model` may be a list of models (checkpoints of one run): their votes are pooled, the last one rescores.
+    `model` may be a list of models (checkpoints of one run, oldest first): their votes are pooled (the newest
+    model's rows first, so ties go to it) and the last one rescores.
+    deadline (a time.time() value): older checkpoints are not inferred, and rescoring is skipped (the votes
+    decide), when the time the last inference took says they would end past it. The newest model always votes.
     """
     from trm_core.data.dataset import PuzzleDataset
     from trm_core.rescore import Selection, pass_by_rule, select_attempts
@@ -223,14 +230,23 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
                             world_size=world, max_eval_augmentations=max_eval_augmentations)
     noise = dict(noise_scale=selection.noise_scale, noise_samples=selection.noise_samples,
                  noise_seed=selection.noise_seed) if selection.noise_samples else {}
-    runs = [run_inference(m, dataset, steps=steps, info=info, progress=progress, **noise) for m in models]
+    test_puzzles = json.loads((data_dir / "test_puzzles.json").read_text())
+    n_inputs = max(1, sum(len(t["test"]) for t in test_puzzles.values()))
+    # Rescoring costs `views` rows per test input, at the voting inference's measured speed.
+    rescore_share = selection.views * n_inputs / max(1, dataset.num_test_examples) if selection.rescores else 0.0
+    runs, last_s = [], 0.0
+    for k, m in enumerate(reversed(models)):  # the newest votes first; older checkpoints while time allows
+        t = time.perf_counter()
+        runs.append(run_inference(m, dataset, steps=steps, info=info, progress=progress, **noise))
+        last_s = time.perf_counter() - t
+        if k + 1 < len(models) and _past(deadline, last_s * (1 + rescore_share), info):
+            break
     t_infer = time.perf_counter() - t0
     if runs[0] is None:  # not rank 0
         return None
     arrays = runs[0] if len(runs) == 1 else {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
 
     identifiers = json.loads((data_dir / "identifiers.json").read_text())
-    test_puzzles = json.loads((data_dir / "test_puzzles.json").read_text())
     chal = _load(challenges, "challenges")[0] if challenges is not None else test_puzzles
     if chal is None:
         raise ValueError(_load(challenges, "challenges")[1][0])
@@ -250,8 +266,13 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
     acc.add(arrays["inputs"], arrays["preds"], arrays["puzzle_identifiers"], arrays["q_halt_logits"])
     ranked = acc.ranked(rank_by)
     t_vote = time.perf_counter() - t1
+    skipped = {}
+    if selection.rescores and _past(deadline, last_s * rescore_share, None):
+        skipped = {"rescore_skipped": "deadline"}  # the votes decide: rescoring would end past the deadline
+        selection = replace(selection, rule="votes")
     ranked, scored, select_info = select_attempts(models[-1], arrays, identifiers, test_inputs, ranked, selection,
                                                   batch_size=batch_size, steps=steps)
+    select_info.update(skipped)
 
     submission = make_submission(chal, ranked, fallback)
     problems = validate_submission(submission, chal)
@@ -267,7 +288,7 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
         "steps": steps or models[-1].config.eval_steps, "world_size": world,
         "tasks": len(chal), "test_inputs": n_test, "test_inputs_without_prediction": len(no_prediction),
         "inference_seconds": round(t_infer, 3), "voting_seconds": round(t_vote, 3), **acc.stats,
-        "selection": selection.as_dict(), **select_info, "models_pooled": len(models),
+        "selection": selection.as_dict(), **select_info, "models_pooled": len(runs),
     }
     per_task_pass: dict = {}
     per_task_score: dict = {}
@@ -289,6 +310,23 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
                                   "tasks": _predictions_json(ranked, chal, sols, top, head)}))
     _write_per_task_csv(output_dir / "per_task.csv", chal, ranked, per_task_pass, per_task_score)
     return metrics
+
+
+def _past(deadline: float | None, seconds: float, info) -> bool:
+    """Whether `seconds` more work would end past `deadline` (a time.time() value; None = no deadline), agreed
+    by every rank (one all-reduce) so that all of them take the same branch."""
+    if deadline is None:
+        return False
+    late = time.time() + seconds > deadline
+    if info is not None and info.world_size > 1:
+        import torch
+
+        from trm_core.dist import all_reduce_sum_
+
+        flag = torch.tensor([float(late)], device=info.device)
+        all_reduce_sum_([flag], info)
+        late = bool(flag.item() > 0)
+    return late
 
 
 def _write_per_task_csv(path: Path, challenges: Mapping[str, Any], ranked: Ranked, per_task_pass: dict,
@@ -357,6 +395,8 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--noise-scale", type=float, default=0.0, help="latent noise std for the extra noisy passes")
     p.add_argument("--noise-samples", type=int, default=0, help="noisy passes per row that also vote (0 = off)")
     p.add_argument("--noise-seed", type=int, default=0)
+    p.add_argument("--deadline", type=float, default=None,
+                   help="unix time by which it must end: older pooled checkpoints and rescoring are dropped to meet it")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -378,7 +418,7 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
                            batch_size=args.batch_size, max_eval_augmentations=args.max_eval_augmentations,
                            challenges=args.challenges, solutions=args.solutions, rank_by=args.rank_by,
                            fallback=args.fallback, top=args.top, device=info.device, info=info,
-                           progress=not args.no_progress, selection=selection)
+                           progress=not args.no_progress, selection=selection, deadline=args.deadline)
     finally:
         dist.cleanup()
     if metrics is not None:

@@ -224,7 +224,7 @@ def train_command(nproc: int, config_path: str | Path, python: str | None = None
 
 def eval_command(nproc: int, checkpoint: str | Path | list, data_dir: str | Path, output_dir: str | Path, *,
                  challenges: str | Path, batch_size: int, max_eval_augmentations: int,
-                 python: str | None = None, selection=None) -> list[str]:
+                 python: str | None = None, selection=None, deadline: float | None = None) -> list[str]:
     """The multi-GPU inference command (`trm eval` under torchrun); several checkpoints pool their votes,
     `selection` (a `trm_core.rescore.Selection`) adds the attempt-selection flags."""
     paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
@@ -237,6 +237,8 @@ def eval_command(nproc: int, checkpoint: str | Path | list, data_dir: str | Path
         args += ["--select", selection.rule, "--select-candidates", str(selection.candidates),
                  "--select-views", str(selection.views), "--noise-scale", str(selection.noise_scale),
                  "--noise-samples", str(selection.noise_samples), "--noise-seed", str(selection.noise_seed)]
+    if deadline is not None:
+        args += ["--deadline", f"{deadline:.3f}"]
     return torchrun_command(nproc, args, python)
 
 
@@ -744,17 +746,24 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         if vote_aug < cfg.vote_aug:
             log.event(phase, "fewer_augmentations", wanted=cfg.vote_aug, used=vote_aug)
         eval_dir = work / "eval"
+        # Pooling and rescoring are dropped inside the evaluation too if its own inference shows they would end
+        # past the safety margin (the measured row time is a one-batch estimate).
+        deadline = time.time() + left() - cfg.safety_margin * budget_s
         if nproc > 1:
             _run_subprocess(eval_command(nproc, checkpoints, data_dir, eval_dir, challenges=good_path,
                                          batch_size=cfg.eval_batch_size, max_eval_augmentations=vote_aug,
-                                         selection=selection),
+                                         selection=selection, deadline=deadline),
                             max(60.0, left()), log, phase)
         else:
             from trm_core.evaluate import run_eval
 
             run_eval(checkpoints, data_dir, eval_dir, batch_size=cfg.eval_batch_size, max_eval_augmentations=vote_aug,
                      challenges=good_path, device=None if device == "auto" else device, progress=cfg.progress,
-                     selection=selection)
+                     selection=selection, deadline=deadline)
+        done = json.loads((eval_dir / "metrics.json").read_text())
+        if done.get("rescore_skipped") or done.get("models_pooled", 1) < len(checkpoints):
+            log.event(phase, "dropped_at_deadline", rescore_skipped=bool(done.get("rescore_skipped")),
+                      pooled=done.get("models_pooled"), given=len(checkpoints))
         predicted = json.loads((eval_dir / "submission.json").read_text())
         merged = json.loads(sub_path.read_text())
         merged.update({t: predicted[t] for t in test_puzzles if t in predicted})

@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from trm_core.data.augment import PAD, apply_aug, grid_to_tokens, parse_aug_names
+from trm_core.data.augment import (COLOR_OFFSET, IDENTITY_PERM, PAD, VOCAB_SIZE, apply_aug, grid_to_tokens,
+                                   parse_aug_names)
 from trm_core.voting import Candidate, Ranked, TestInputs, pass_at_k
 
 SELECT_RULES = ("votes", "poe", "mean_logprob", "votes_then_logprob", "hybrid")
@@ -207,6 +208,18 @@ def score_candidates(model, views: Views, ranked: Ranked, *, candidates: int, ca
     tokens = {g: np.zeros(len(heads[g]), dtype=np.int64) for g in views.groups}
     n_views = {g: 0 for g in views.groups}
     device = next(model.parameters()).device
+    # Each candidate encoded once per dihedral transform (identity colours); a view's colour map is then one
+    # lookup (colours c -> perm[c]; PAD and EOS stay), so label building is 8 x K encodings per test input.
+    encoded: dict[tuple[tuple[str, int], int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def encodings(g: tuple[str, int], tid: int) -> tuple[np.ndarray, np.ndarray]:
+        if (g, tid) not in encoded:
+            toks = [candidate_tokens(c.grid, tid, IDENTITY_PERM, canvas) for c in heads[g]]
+            ok = np.array([t is not None for t in toks], dtype=bool)
+            encoded[(g, tid)] = (np.stack([t if t is not None else np.zeros(canvas * canvas, np.uint8)
+                                           for t in toks]) if toks else np.zeros((0, canvas * canvas), np.uint8), ok)
+        return encoded[(g, tid)]
+
     if k_max and len(views):
         for lo in range(0, len(views), batch_size):
             sl = slice(lo, lo + batch_size)
@@ -214,10 +227,12 @@ def score_candidates(model, views: Views, ranked: Ranked, *, candidates: int, ca
             labels = np.zeros((len(rows), k_max, canvas * canvas), dtype=np.int64)
             valid = np.zeros((len(rows), k_max), dtype=bool)
             for b, r in enumerate(rows):
-                for k, c in enumerate(heads[views.groups[views.group[r]]]):
-                    tok = candidate_tokens(c.grid, int(views.tid[r]), views.perm[r], canvas)
-                    if tok is not None:
-                        labels[b, k], valid[b, k] = tok, True
+                g = views.groups[views.group[r]]
+                toks, ok = encodings(g, int(views.tid[r]))
+                lut = np.arange(VOCAB_SIZE, dtype=np.int64)
+                lut[COLOR_OFFSET:] = views.perm[r].astype(np.int64) + COLOR_OFFSET
+                labels[b, :len(ok)] = lut[toks]
+                valid[b, :len(ok)] = ok
             out = trm_model.predict(model, torch.as_tensor(views.inputs[sl].astype(np.int32)),
                                     torch.as_tensor(views.puzzle_identifiers[sl]), steps)
             logp = label_log_probs(out["logits"], loss_type)  # (B, S, V)
