@@ -124,6 +124,14 @@ def test_poe_is_the_sum_over_views_of_the_loss_heads_log_probability_of_the_tran
         assert c.views == 4 and c.tokens == int((grid_to_tokens(c.grid, CANVAS) != PAD).sum())
         assert c.logprob == pytest.approx(expected, rel=1e-5, abs=1e-4)
     assert set(scored) == {("one", 0)}  # test inputs without candidates stay absent
+    import trm_core.rescore
+
+    trm_core.rescore.GATHER_ELEMENTS, kept = 1, trm_core.rescore.GATHER_ELEMENTS  # one row at a time
+    try:
+        again = score_candidates(model, views, ranked_of(cands), candidates=8, batch_size=5)
+    finally:
+        trm_core.rescore.GATHER_ELEMENTS = kept
+    assert [c.logprob for c in again[("one", 0)]] == pytest.approx([c.logprob for c in scored[("one", 0)]])
 
 
 def test_a_model_invariant_to_the_views_gives_a_candidate_the_same_score_under_every_view(data, monkeypatch):

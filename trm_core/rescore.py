@@ -50,6 +50,7 @@ SELECT_RULES = ("votes", "poe", "mean_logprob", "votes_then_logprob", "hybrid")
 LIKELIHOOD_RULES = SELECT_RULES[1:]
 # The default rule: the measured winner must be >= votes on every measured set (README, "Choosing the attempts").
 DEFAULT_RULE = "votes"
+GATHER_ELEMENTS = 2 ** 23  # label tokens gathered at once when scoring (bounds memory for large K on canvas 30)
 
 
 @dataclass
@@ -220,33 +221,35 @@ def score_candidates(model, views: Views, ranked: Ranked, *, candidates: int, ca
                                            for t in toks]) if toks else np.zeros((0, canvas * canvas), np.uint8), ok)
         return encoded[(g, tid)]
 
+    seq = canvas * canvas
+    sub = max(1, GATHER_ELEMENTS // max(1, k_max * seq))  # rows whose labels are gathered at once
     if k_max and len(views):
         for lo in range(0, len(views), batch_size):
-            sl = slice(lo, lo + batch_size)
-            rows = np.arange(lo, min(lo + batch_size, len(views)))
-            labels = np.zeros((len(rows), k_max, canvas * canvas), dtype=np.int64)
-            valid = np.zeros((len(rows), k_max), dtype=bool)
-            for b, r in enumerate(rows):
-                g = views.groups[views.group[r]]
-                toks, ok = encodings(g, int(views.tid[r]))
-                lut = np.arange(VOCAB_SIZE, dtype=np.int64)
-                lut[COLOR_OFFSET:] = views.perm[r].astype(np.int64) + COLOR_OFFSET
-                labels[b, :len(ok)] = lut[toks]
-                valid[b, :len(ok)] = ok
-            out = trm_model.predict(model, torch.as_tensor(views.inputs[sl].astype(np.int32)),
-                                    torch.as_tensor(views.puzzle_identifiers[sl]), steps)
+            hi = min(lo + batch_size, len(views))
+            out = trm_model.predict(model, torch.as_tensor(views.inputs[lo:hi].astype(np.int32)),
+                                    torch.as_tensor(views.puzzle_identifiers[lo:hi]), steps)
             logp = label_log_probs(out["logits"], loss_type)  # (B, S, V)
-            lab = torch.as_tensor(labels, device=device)  # (B, K, S)
-            got = torch.gather(logp, 2, lab.transpose(1, 2))  # (B, S, K): log p of each candidate's token
-            mask = (lab != PAD).transpose(1, 2)
-            sums = torch.where(mask, got, torch.zeros((), device=got.device)).sum(1).double().cpu().numpy()
-            counts = mask.sum(1).cpu().numpy()
-            for b, r in enumerate(rows):
-                g = views.groups[views.group[r]]
-                n = len(heads[g])
-                n_views[g] += 1
-                total[g] += np.where(valid[b, :n], sums[b, :n], -np.inf)
-                tokens[g] = np.where(valid[b, :n], counts[b, :n], tokens[g])
+            for s_lo in range(lo, hi, sub):
+                rows = np.arange(s_lo, min(s_lo + sub, hi))
+                labels = np.zeros((len(rows), k_max, seq), dtype=np.int64)
+                valid = np.zeros((len(rows), k_max), dtype=bool)
+                for b, r in enumerate(rows):
+                    toks, ok = encodings(views.groups[views.group[r]], int(views.tid[r]))
+                    lut = np.arange(VOCAB_SIZE, dtype=np.int64)
+                    lut[COLOR_OFFSET:] = views.perm[r].astype(np.int64) + COLOR_OFFSET
+                    labels[b, :len(ok)] = lut[toks]
+                    valid[b, :len(ok)] = ok
+                lab = torch.as_tensor(labels, device=device).transpose(1, 2)  # (b, S, K)
+                got = torch.gather(logp[rows[0] - lo:rows[-1] - lo + 1], 2, lab)  # log p of each candidate's tokens
+                mask = lab != PAD
+                sums = torch.where(mask, got, torch.zeros((), device=got.device)).sum(1).double().cpu().numpy()
+                counts = mask.sum(1).cpu().numpy()
+                for b, r in enumerate(rows):
+                    g = views.groups[views.group[r]]
+                    n = len(heads[g])
+                    n_views[g] += 1
+                    total[g] += np.where(valid[b, :n], sums[b, :n], -np.inf)
+                    tokens[g] = np.where(valid[b, :n], counts[b, :n], tokens[g])
     out_ranked: Ranked = dict(ranked)
     for g, head in heads.items():
         if not head or not n_views[g]:
