@@ -16,11 +16,12 @@ the candidates are measured the same way, each on top of the base inference:
   noise    S extra passes per row with latent noise of scale sigma (PTRM), pooled into the same votes;
   pool     the votes of the run's last N checkpoints pooled (upstream's aggregated voting).
 
-Rows: `set`, `candidates` (base | noise s=.. xS | pool N), `rule`, `K` (candidates re-ranked), `M` (views per
-test input scored, on average), `pass@1`, `pass@2`, `pass@K` (the best any rule can do with these K),
-`pass@all` (the truth is among all the candidates), `extra_s` (seconds on top of the base inference: rescoring
-for the likelihood rules, the extra inference passes for noise and pool), `infer_s` (the base inference),
-`tasks`, `test_inputs`. The likelihood rules get one row per (K, M) of --candidates x --views.
+Rows: `set`, `candidates` (base | noise s=.. xS | pool N), `rule`, `K` (candidates re-ranked), `M` (views asked
+for: a number or all), `views` (views per test input scored, on average), `pass@1`, `pass@2`, `pass@K` (the best
+any rule can do with these K), `pass@all` (the truth is among all the candidates), `extra_s` (seconds on top of
+the base inference: rescoring for the likelihood rules, the extra inference passes for noise and pool),
+`infer_s` (the base inference), `tasks`, `test_inputs`. The likelihood rules get one row per (K, M) of
+--candidates x --views. A summary table (pass@2 and extra seconds per rule, one column per set) is printed first.
 A run folder is what `trm_core.proof` writes per column (`<col>/work/{data,runs/adapt/checkpoints}`, solutions
 one level up) or `trm kaggle` (`<out>/trm_work/...`, `solutions_listed.json` inside).
 """
@@ -36,8 +37,8 @@ from pathlib import Path
 import _common  # noqa: F401  (puts the repo on sys.path)
 from _common import finish, record
 
-COLUMNS = ["set", "candidates", "rule", "K", "M", "pass@1", "pass@2", "pass@K", "pass@all", "extra_s", "infer_s",
-           "tasks", "test_inputs"]
+COLUMNS = ["set", "candidates", "rule", "K", "M", "views", "pass@1", "pass@2", "pass@K", "pass@all", "extra_s",
+           "infer_s", "tasks", "test_inputs"]
 ALL = 10 ** 6  # --views all: every view the voting ran
 
 
@@ -58,7 +59,8 @@ def resolve_run(run: Path) -> tuple[list[Path], Path, Path]:
     return [ckpt_dir / f"step_{s}" / "model.pt" for s in steps], work / "data", sols
 
 
-def measure_set(name: str, checkpoints: list[Path], data: Path, solutions: Path, args) -> list[dict]:
+def measure_set(name: str, checkpoints: list[Path], data: Path, solutions: Path, vote_aug: int | None,
+                args) -> list[dict]:
     import numpy as np
     import torch
 
@@ -78,7 +80,7 @@ def measure_set(name: str, checkpoints: list[Path], data: Path, solutions: Path,
     model = models[-1]
     canvas = math.isqrt(model.config.seq_len)
     ds = PuzzleDataset([str(data)], "test", global_batch_size=args.batch_size,
-                       max_eval_augmentations=args.vote_aug)
+                       max_eval_augmentations=vote_aug)
 
     def infer(m, **noise):
         t0 = time.perf_counter()
@@ -102,7 +104,8 @@ def measure_set(name: str, checkpoints: list[Path], data: Path, solutions: Path,
                                               batch_size=args.batch_size)
             for k in args.candidates:
                 for rule, values in pass_by_rule(scored, sols, k, SELECT_RULES[1:]).items():
-                    rows.append({**common, "rule": rule, "K": k, "M": round(info.get("views_per_test_input", 0), 1),
+                    rows.append({**common, "rule": rule, "K": k, "M": "all" if m == ALL else m,
+                                 "views": round(info.get("views_per_test_input", 0), 1),
                                  **{key: round(v, 4) for key, v in values.items()},
                                  "extra_s": round(extra_s + info["rescore_seconds"], 2)})
         return rows
@@ -134,10 +137,12 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=None, help="instead of --run: one checkpoint ...")
     p.add_argument("--data", default=None, help="... its built data folder ...")
     p.add_argument("--solutions", default=None, help="... and the solutions file")
-    p.add_argument("--candidates", default="8", help="K: candidates per test input rescored (comma-separated list)")
-    p.add_argument("--views", default="8",
+    p.add_argument("--candidates", default="64", help="K: candidates per test input rescored (comma-separated list)")
+    p.add_argument("--views", default="all",
                    help="M: augmented views each candidate is scored under (comma-separated list; 'all' = every view)")
-    p.add_argument("--vote-aug", type=int, default=None, help="augmentations that vote (default: all built)")
+    p.add_argument("--vote-aug", type=int, action="append", default=[],
+                   help="augmentations that vote (default: all built); one value for every set, or one per set "
+                        "in order (the --run sets, then --checkpoint)")
     p.add_argument("--noise-scale", default="", help="comma-separated latent noise scales to measure")
     p.add_argument("--noise-samples", type=int, default=0, help="noisy passes per row for each scale")
     p.add_argument("--pool", type=int, default=1, help="pool the votes of the run's last N checkpoints")
@@ -159,19 +164,52 @@ def main(argv=None) -> int:
         name = args.name[k] if k < len(args.name) else f"{run.parent.name}/{run.name}"
         sets.append((name, *resolve_run(run)))
     if args.checkpoint:
-        if not (args.data and args.solutions):
-            p.error("--checkpoint needs --data and --solutions")
-        sets.append((Path(args.checkpoint).parent.name, [Path(args.checkpoint)], Path(args.data),
-                     Path(args.solutions)))
+        if not args.data:
+            p.error("--checkpoint needs --data (and --solutions unless test_puzzles.json holds the outputs)")
+        solutions = Path(args.solutions) if args.solutions else None
+        if solutions is None:  # the outputs in test_puzzles.json (tasks with known solutions)
+            from trm_core.evaluate import _known_solutions
+
+            known = _known_solutions(json.loads((Path(args.data) / "test_puzzles.json").read_text()))
+            if known is None:
+                p.error(f"{args.data}/test_puzzles.json has no outputs: pass --solutions")
+            import tempfile
+
+            solutions = Path(tempfile.mkdtemp()) / "solutions_from_test_puzzles.json"
+            solutions.write_text(json.dumps(known))
+        label = args.name[len(args.run)] if len(args.name) > len(args.run) else Path(args.checkpoint).parent.name
+        sets.append((label, [Path(args.checkpoint)], Path(args.data), solutions))
     if not sets:
         p.error("give --run (repeatable) or --checkpoint/--data/--solutions")
+    if len(args.vote_aug) not in (0, 1, len(sets)):
+        p.error(f"--vote-aug: give one value or one per set ({len(sets)})")
+    augs = args.vote_aug * len(sets) if len(args.vote_aug) == 1 else (args.vote_aug or [None] * len(sets))
     rows = []
-    for name, checkpoints, data, solutions in sets:
-        rows += measure_set(name, checkpoints, data, solutions, args)
+    for (name, checkpoints, data, solutions), vote_aug in zip(sets, augs):
+        rows += measure_set(name, checkpoints, data, solutions, vote_aug, args)
     rec["settings"] = {"candidates": args.candidates, "views": args.views, "vote_aug": args.vote_aug,
                        "noise_scale": args.noise_scale, "noise_samples": args.noise_samples, "pool": args.pool}
+    print(pivot(rows) + "\n")
     finish("selection", rec, rows, COLUMNS, args.json)
     return 0
+
+
+def pivot(rows: list[dict]) -> str:
+    """The summary: one line per (candidates, rule, K, M), one column per set: pass@2 (extra seconds)."""
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    lines = {}
+    for r in rows:
+        key = (r["candidates"], r["rule"], r["K"] if r["rule"] != "votes" else "", r["M"] if r["rule"] != "votes"
+               else "")
+        lines.setdefault(key, {})[r["set"]] = f"{r['pass@2']:.3f} ({r['extra_s']:.0f} s)"
+    out = ["| candidates | rule | K | M | " + " | ".join(sets) + " |", "| --- | --- | --- | --- |"
+           + " --- |" * len(sets)]
+    for (cands, rule, k, m), by_set in lines.items():
+        out.append(f"| {cands} | {rule} | {k} | {m} | " + " | ".join(by_set.get(x, "") for x in sets) + " |")
+    pass_all = {r["set"]: r["pass@all"] for r in rows if r["candidates"] == "base"}
+    out.append("| base | (truth among any candidate: pass@all) | | | "
+               + " | ".join(f"{pass_all.get(x, 0):.3f}" for x in sets) + " |")
+    return "pass@2 by selection rule (extra seconds over the base inference):\n\n" + "\n".join(out)
 
 
 if __name__ == "__main__":

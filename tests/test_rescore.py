@@ -220,7 +220,9 @@ def test_a_candidate_that_cannot_be_encoded_ranks_last_under_likelihood_rules_an
 
 
 def test_selection_checks_its_fields():
-    assert not Selection().rescores and Selection(rule="poe").rescores and not Selection(rule="poe", views=0).rescores
+    assert Selection().rescores and Selection().rule == "mean_logprob" and Selection().views is None
+    assert not Selection(rule="votes").rescores and not Selection(rule="poe", views=0).rescores
+    assert Selection().views_per_input(101) == 101 and Selection(views=8).views_per_input(5) == 5
     with pytest.raises(ValueError, match="select rule"):
         Selection(rule="best")
     with pytest.raises(ValueError, match="noise_scale"):
@@ -290,7 +292,7 @@ def test_predictions_json_explains_the_choice_and_round_trips_through_trm_pool_a
     common = ["--checkpoint", str(checkpoint), "--data", str(data), "--device", "cpu", "--no-progress"]
     assert main_eval(common + ["--output-dir", str(new), "--select", "poe", "--select-views", "3",
                                "--select-candidates", "4"]) == 0
-    assert main_eval(common + ["--output-dir", str(old)]) == 0
+    assert main_eval(common + ["--output-dir", str(old), "--select", "votes"]) == 0  # as files were before
     pred = json.loads((new / "predictions.json").read_text())
     assert pred["select"] == "poe" and pred["selection"]["views"] == 3
     first = pred["tasks"]["one"][0]["candidates"][0]
@@ -382,6 +384,18 @@ def test_when_time_is_short_rescoring_goes_first_then_noise_then_pooling_then_au
     assert fit(15) == {"vote_aug": 7, "views": 0, "noise_samples": 0, "pool": 1, "cut": ["views", "noise_samples",
                                                                                         "pool"]}
     assert fit(5)["vote_aug"] == 4 and fit(5)["cut"][-1] == "vote_aug"
+
+
+def test_the_multi_gpu_eval_command_carries_the_selection_and_the_deadline():
+    from trm_core.kaggle import eval_command
+    from trm_core.rescore import views_arg
+
+    cmd = eval_command(2, ["/a.pt", "/b.pt"], "/d", "/e", challenges="/c.json", batch_size=8,
+                       max_eval_augmentations=4, python="py", selection=Selection(), deadline=123.5)
+    text = " ".join(cmd)
+    assert "--checkpoint /a.pt --checkpoint /b.pt" in text and "--select mean_logprob" in text
+    assert "--select-candidates 64 --select-views all" in text and text.endswith("--deadline 123.500")
+    assert views_arg("all") is None and views_arg("8") == 8
 
 
 def test_the_kaggle_runner_pools_checkpoints_adds_noisy_votes_and_rescores(tmp_path):

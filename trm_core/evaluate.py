@@ -233,7 +233,8 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
     test_puzzles = json.loads((data_dir / "test_puzzles.json").read_text())
     n_inputs = max(1, sum(len(t["test"]) for t in test_puzzles.values()))
     # Rescoring costs `views` rows per test input, at the voting inference's measured speed.
-    rescore_share = selection.views * n_inputs / max(1, dataset.num_test_examples) if selection.rescores else 0.0
+    voting_rows = max(1, dataset.num_test_examples)
+    rescore_share = selection.views_per_input(-(-voting_rows // n_inputs)) * n_inputs / voting_rows
     runs, last_s = [], 0.0
     for k, m in enumerate(reversed(models)):  # the newest votes first; older checkpoints while time allows
         t = time.perf_counter()
@@ -353,7 +354,7 @@ def _write_per_task_csv(path: Path, challenges: Mapping[str, Any], ranked: Ranke
 # ----------------------------------------------------------------------------------------------------------
 
 def main_eval(argv: Sequence[str] | None = None) -> int:
-    from trm_core.rescore import DEFAULT_RULE, SELECT_RULES, Selection
+    from trm_core.rescore import DEFAULT_RULE, SELECT_RULES, Selection, views_arg
 
     p = argparse.ArgumentParser(
         prog="trm eval", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -384,14 +385,16 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=10,
                    help="candidates per test input kept in predictions.json (trm report, trm pool)")
     p.add_argument("--select", choices=SELECT_RULES, default=DEFAULT_RULE,
-                   help="how the two attempts are chosen among the top --select-candidates by votes: votes "
+                   help=f"(default {DEFAULT_RULE}) how the two attempts are chosen among the top "
+                        "--select-candidates by votes: votes "
                         "(count, then mean q), poe (product of the candidate's probabilities over "
                         "--select-views augmented views), mean_logprob (per-token mean), votes_then_logprob, "
                         "hybrid (log votes + mean view log-prob); see trm_core/rescore.py")
     p.add_argument("--select-candidates", type=int, default=Selection.candidates,
                    help="K: candidates per test input rescored (likelihood rules)")
-    p.add_argument("--select-views", type=int, default=Selection.views,
-                   help="M: augmented views each candidate is scored under (one extra forward row per view)")
+    p.add_argument("--select-views", type=views_arg, default=Selection.views, metavar="M|all",
+                   help="M: augmented views each candidate is scored under, one extra forward row each "
+                        "(default all: every view that voted)")
     p.add_argument("--noise-scale", type=float, default=0.0, help="latent noise std for the extra noisy passes")
     p.add_argument("--noise-samples", type=int, default=0, help="noisy passes per row that also vote (0 = off)")
     p.add_argument("--noise-seed", type=int, default=0)
@@ -422,7 +425,8 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
     finally:
         dist.cleanup()
     if metrics is not None:
-        shown = {k: v for k, v in metrics.items() if k.startswith("ARC/") or k == "kaggle_score"}
+        shown = {k: v for k, v in metrics.items() if k.startswith("ARC/pass@") or k == "kaggle_score"
+                 or (k.startswith("ARC/") and k.endswith("/pass@2"))}
         print(json.dumps(shown or {"tasks": metrics["tasks"]}, indent=2))
         print(f"wrote {Path(args.output_dir) / 'submission.json'}")
     return 0

@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trm_core.rescore import DEFAULT_RULE, views_arg
+
 MODES = ("lora", "full", "emb_then_full", "emb_only", "none")
 # Base training config of each mode (trm_core/configs); the runner overrides batch, lrs, steps and deadline.
 MODE_CONFIGS = {"full": "cfg_posttrain", "emb_then_full": "cfg_posttrain", "emb_only": "cfg_emb_posttrain",
@@ -89,9 +91,9 @@ class KaggleRunConfig:
     # Choosing the attempts (trm_core.rescore). Each extra costs inference rows, counted by the planner; when
     # time is short the runner drops them in this order: rescoring views, noisy passes, pooled checkpoints,
     # then voting augmentations.
-    select: str = "votes"  # votes | poe | mean_logprob | votes_then_logprob | hybrid
-    select_candidates: int = 8  # K: top candidates by votes that a likelihood rule re-ranks
-    select_views: int = 8  # M: augmented views each candidate is scored under (M rows per test input)
+    select: str = DEFAULT_RULE  # mean_logprob (measured best) | votes | poe | votes_then_logprob | hybrid
+    select_candidates: int = 64  # K: top candidates by votes that a likelihood rule re-ranks
+    select_views: int | None = None  # M: views each candidate is scored under (M rows per test input); None = all
     noise_scale: float = 0.0  # latent noise std of the extra noisy passes
     noise_samples: int = 0  # noisy passes per voting row (0 = off); each one costs a full voting pass
     pool_checkpoints: int = 1  # pool the votes of the adaptation run's last N checkpoints (1 = the final only)
@@ -235,7 +237,8 @@ def eval_command(nproc: int, checkpoint: str | Path | list, data_dir: str | Path
              "--batch-size", str(batch_size), "--max-eval-augmentations", str(max_eval_augmentations), "--no-progress"]
     if selection is not None:
         args += ["--select", selection.rule, "--select-candidates", str(selection.candidates),
-                 "--select-views", str(selection.views), "--noise-scale", str(selection.noise_scale),
+                 "--select-views", "all" if selection.views is None else str(selection.views),
+                 "--noise-scale", str(selection.noise_scale),
                  "--noise-samples", str(selection.noise_samples), "--noise-seed", str(selection.noise_seed)]
     if deadline is not None:
         args += ["--deadline", f"{deadline:.3f}"]
@@ -511,13 +514,15 @@ def _measure_inference(checkpoint: Path, data_dir: Path, batch_size: int, device
     return seconds / max(1, int(keep.sum()))
 
 
-def _selection(cfg: KaggleRunConfig, views: int | None = None, noise_samples: int | None = None):
-    """The run's `trm_core.rescore.Selection`; with views cut to 0 the votes decide (no rescoring)."""
+def _selection(cfg: KaggleRunConfig, cut_views: int | None = None, noise_samples: int | None = None):
+    """The run's `trm_core.rescore.Selection`; `cut_views` (rescoring rows per test input left after a cut):
+    0 = the votes decide (no rescoring)."""
     from trm_core.rescore import Selection
 
-    views = cfg.select_views if views is None else views
-    return Selection(rule=cfg.select if views > 0 else "votes", candidates=cfg.select_candidates, views=views,
-                     noise_scale=cfg.noise_scale,
+    rule, views = cfg.select, cfg.select_views
+    if cut_views is not None:
+        rule, views = (cfg.select if cut_views > 0 else "votes"), cut_views
+    return Selection(rule=rule, candidates=cfg.select_candidates, views=views, noise_scale=cfg.noise_scale,
                      noise_samples=cfg.noise_samples if noise_samples is None else noise_samples, noise_seed=cfg.seed)
 
 
@@ -700,7 +705,7 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         log.start(phase)
         selection = _selection(cfg)
         pool = cfg.pool_checkpoints if cfg.mode != "none" else 1
-        views = min(selection.views, 1 + cfg.vote_aug) if selection.rescores else 0
+        views = selection.views_per_input(1 + cfg.vote_aug)
         plan = plan_budget(budget_s, time.monotonic() - t0, step_s, row_s, rows * pool * (1 + cfg.noise_samples),
                            hidden_rerun_factor=cfg.hidden_rerun_factor, safety_margin=cfg.safety_margin,
                            overhead_s=2 * overhead_s, max_steps=0 if cfg.mode == "none" else cfg.steps,
@@ -735,9 +740,9 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
                                   noise_samples=cfg.noise_samples, pool=len(checkpoints),
                                   hidden_rerun_factor=cfg.hidden_rerun_factor)
         vote_aug, checkpoints = fit["vote_aug"], checkpoints[len(checkpoints) - fit["pool"]:]
-        selection = _selection(cfg, views=fit["views"], noise_samples=fit["noise_samples"])
+        selection = _selection(cfg, cut_views=fit["views"], noise_samples=fit["noise_samples"])
         log.start(phase, vote_aug=vote_aug, seconds_left=round(seconds, 1), select=selection.rule,
-                  select_views=selection.views if selection.rescores else 0,
+                  select_views=fit["views"],
                   noise_samples=selection.noise_samples, pooled_checkpoints=len(checkpoints))
         if fit["cut"]:
             log.event(phase, "less_inference", cut=fit["cut"], wanted={"vote_aug": cfg.vote_aug, "views": views,
@@ -855,12 +860,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="cosine decay to lr x this by the training deadline (default: the mode's config, 1 = flat)")
     p.add_argument("--vote-aug", type=int, default=d.vote_aug, help="augmentations per test input that vote")
     p.add_argument("--select", default=d.select,
-                   help="attempt selection rule: votes | poe | mean_logprob | votes_then_logprob | hybrid "
-                        "(trm_core/rescore.py)")
+                   help=f"attempt selection rule (default {d.select}): votes | poe | mean_logprob | "
+                        "votes_then_logprob | hybrid (trm_core/rescore.py)")
     p.add_argument("--select-candidates", type=int, default=d.select_candidates,
                    help="K: candidates per test input a likelihood rule re-ranks")
-    p.add_argument("--select-views", type=int, default=d.select_views,
-                   help="M: augmented views a candidate is scored under (M inference rows per test input)")
+    p.add_argument("--select-views", type=views_arg, default="all", metavar="M|all",
+                   help="M: augmented views a candidate is scored under, M inference rows per test input "
+                        "(default all: every view that votes)")
     p.add_argument("--noise-scale", type=float, default=d.noise_scale, help="latent noise std of noisy passes")
     p.add_argument("--noise-samples", type=int, default=d.noise_samples,
                    help="noisy inference passes per voting row that also vote (0 = off)")

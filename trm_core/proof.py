@@ -66,9 +66,9 @@ PROOF_DEFAULTS: dict[str, Any] = {
     "safety_margin": 0.02,  # fraction of the budget left free at the end (load on shared machines varies)
     # Choosing the attempts (trm_core.rescore; README "Choosing the two attempts"): the rule, the candidates it
     # re-ranks and the views it scores them under, noisy passes and pooled checkpoints (1 = the final one).
-    "select": "votes",
-    "select_candidates": 8,
-    "select_views": 8,
+    "select": "mean_logprob",
+    "select_candidates": 64,
+    "select_views": None,  # None = every view that votes
     "noise_scale": 0.0,
     "noise_samples": 0,
     "pool_checkpoints": 1,
