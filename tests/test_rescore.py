@@ -101,6 +101,21 @@ def test_each_test_input_gets_its_first_m_views_and_each_view_row_is_that_input_
 
 # --- likelihoods --------------------------------------------------------------------------------------------
 
+def test_a_candidate_is_encoded_in_a_view_exactly_as_the_builder_encodes_a_test_output():
+    from trm_core.data.augment import random_colour_perm
+    from trm_core.rescore import candidate_tokens
+
+    rng = np.random.default_rng(0)
+    for h, w in [(1, 1), (2, 5), (5, 2), (6, 6), (3, 4)]:
+        grid = rng.integers(0, 10, size=(h, w)).astype(np.uint8)
+        for tid in range(8):
+            perm = random_colour_perm(rng)
+            assert (candidate_tokens(grid, tid, perm, CANVAS) == grid_to_tokens(apply_aug(grid, tid, perm),
+                                                                                CANVAS)).all()
+    assert candidate_tokens(np.zeros((2, 7), np.uint8), 0, IDENTITY_PERM, CANVAS) is None  # wider than the canvas
+    assert candidate_tokens(np.zeros((0, 0), np.uint8), 0, IDENTITY_PERM, CANVAS) is None
+
+
 @pytest.mark.parametrize("loss_type", ["stablemax_cross_entropy", "softmax_cross_entropy"])
 def test_poe_is_the_sum_over_views_of_the_loss_heads_log_probability_of_the_transformed_candidate(data, loss_type):
     from trm_core.model import log_stablemax, predict

@@ -240,7 +240,7 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
         t = time.perf_counter()
         runs.append(run_inference(m, dataset, steps=steps, info=info, progress=progress, **noise))
         last_s = time.perf_counter() - t
-        if k + 1 < len(models) and _past(deadline, last_s * (1 + rescore_share), info):
+        if k + 1 < len(models) and _past(deadline, RESCORE_SAFETY * last_s * (1 + rescore_share), info):
             break
     t_infer = time.perf_counter() - t0
     if runs[0] is None:  # not rank 0
@@ -268,7 +268,7 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
     ranked = acc.ranked(rank_by)
     t_vote = time.perf_counter() - t1
     skipped = {}
-    if selection.rescores and _past(deadline, last_s * rescore_share, None):
+    if selection.rescores and _past(deadline, RESCORE_SAFETY * last_s * rescore_share, None):
         skipped = {"rescore_skipped": "deadline"}  # the votes decide: rescoring would end past the deadline
         selection = replace(selection, rule="votes")
     ranked, scored, select_info = select_attempts(models[-1], arrays, identifiers, test_inputs, ranked, selection,
@@ -311,6 +311,9 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
                                   "tasks": _predictions_json(ranked, chal, sols, top, head)}))
     _write_per_task_csv(output_dir / "per_task.csv", chal, ranked, per_task_pass, per_task_score)
     return metrics
+
+
+RESCORE_SAFETY = 1.25  # the next inference or the rescoring may run this much slower than the last inference did
 
 
 def _past(deadline: float | None, seconds: float, info) -> bool:

@@ -38,12 +38,13 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from trm_core.data.augment import (COLOR_OFFSET, IDENTITY_PERM, PAD, VOCAB_SIZE, apply_aug, grid_to_tokens,
-                                   parse_aug_names)
+from trm_core.data.augment import (COLOR_OFFSET, IDENTITY_PERM, PAD, VOCAB_SIZE, dihedral_transform,
+                                   grid_to_tokens, parse_aug_names)
 from trm_core.voting import Candidate, Ranked, TestInputs, pass_at_k
 
 SELECT_RULES = ("votes", "poe", "mean_logprob", "votes_then_logprob", "hybrid")
@@ -157,12 +158,7 @@ def pick_views(inputs: np.ndarray, puzzle_identifiers: np.ndarray, identifiers: 
                 if min(count) >= views:
                     break
                 tid, perm = int(tids[k]), perms[k]
-                expected = []
-                for x in grids:
-                    try:
-                        expected.append(grid_to_tokens(apply_aug(x, tid, perm), canvas))
-                    except ValueError:  # does not fit the canvas: this test input has no row here
-                        expected.append(None)
+                expected = [candidate_tokens(x, tid, perm, canvas) for x in grids]  # None: does not fit
                 lo, hi = np.searchsorted(sorted_pids, [uniq[k], uniq[k] + 1])
                 taken = [False] * len(grids)
                 for row in order[lo:hi]:
@@ -197,13 +193,33 @@ def label_log_probs(logits, loss_type: str):
     return torch.log_softmax(logits, dim=-1)
 
 
-def candidate_tokens(grid: np.ndarray, tid: int, perm: np.ndarray, canvas: int) -> np.ndarray | None:
-    """The label tokens of `grid` seen in view (tid, perm) -- as the builder encodes a test output -- or None
-    if it does not fit the canvas."""
-    try:
-        return grid_to_tokens(apply_aug(np.asarray(grid, dtype=np.uint8), tid, perm), canvas)
-    except (ValueError, IndexError):
+@lru_cache(maxsize=4096)
+def _encoder(h: int, w: int, tid: int, canvas: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """How `grid_to_tokens(dihedral_transform(g, tid), canvas)` is laid out for any h x w grid g: (the canvas
+    with PAD and the EOS border, canvas positions of the cells, the raster index of g each one reads), or None
+    when the transformed grid does not fit."""
+    moved = dihedral_transform(np.arange(h * w).reshape(h, w), tid)
+    h2, w2 = moved.shape
+    if h2 > canvas or w2 > canvas or h2 < 1 or w2 < 1:
         return None
+    template = grid_to_tokens(np.zeros((h2, w2), dtype=np.uint8), canvas)
+    cells = (np.arange(h2)[:, None] * canvas + np.arange(w2)[None, :]).reshape(-1)
+    return template, cells, np.ascontiguousarray(moved.reshape(-1))
+
+
+def candidate_tokens(grid: np.ndarray, tid: int, perm: np.ndarray, canvas: int) -> np.ndarray | None:
+    """The label tokens of `grid` seen in view (tid, perm) -- as the builder encodes a test output, i.e.
+    `grid_to_tokens(apply_aug(grid, tid, perm), canvas)` -- or None if it does not fit the canvas."""
+    grid = np.asarray(grid, dtype=np.uint8)
+    if grid.ndim != 2 or not grid.size:
+        return None
+    enc = _encoder(grid.shape[0], grid.shape[1], int(tid), canvas)
+    if enc is None:
+        return None
+    template, cells, src = enc
+    out = template.copy()
+    out[cells] = np.asarray(perm, dtype=np.uint8)[grid.reshape(-1)[src]] + COLOR_OFFSET
+    return out
 
 
 def score_candidates(model, views: Views, ranked: Ranked, *, candidates: int, canvas: int | None = None,
