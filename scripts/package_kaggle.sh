@@ -9,7 +9,8 @@
 #             with the /kaggle/input paths injected, and kernel-metadata.json (GPU on, internet off)
 # options:
 #   --user USER          Kaggle owner of the datasets and kernel (default: $KAGGLE_USERNAME)
-#   --out DIR            staging folder (default: staging/kaggle)
+#   --out DIR            staging folder (default: staging/kaggle); an existing one holding files this script
+#                        did not stage is refused, never emptied (--force: replace only its target subfolders)
 #   --export-dir DIR     a `trm export` folder for `weights`, or
 #   --checkpoint PATH    a checkpoint to export (trunk only) [--arch KEY=VALUE ...]
 #   --wheelhouse DIR     a wheelhouse from wheels/build_wheelhouse.sh (verified against its SHA256SUMS)
@@ -19,10 +20,11 @@
 #   --dry-run            stage locally and print the kaggle commands; kaggle is not called (the default)
 #   --upload [--create]  stage, then run them (datasets version; with --create: datasets create)
 # --upload needs KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY, or ~/.kaggle/kaggle.json with mode 600;
-# they are never printed. More: python -m trm_core.packaging kaggle-stage --help
+# they are never printed. Every staged folder is scanned for credentials first (a hit refuses, naming the file).
+# More: python -m trm_core.packaging kaggle-stage --help
 set -euo pipefail
 
-usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-}"

@@ -67,7 +67,9 @@ def test_foreign_checkpoint_without_puzzle_emb_len_names_it_and_the_known_values
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(path, **settings)
     msg = str(e.value)
-    assert "puzzle_emb_len" in msg and "16" in msg and "fork 1" in msg and "puzzle_emb_len=16" in msg
+    assert "puzzle_emb_len" in msg and "puzzle_emb_len=16" in msg
+    # the fork's published step_723914 is a replication of upstream: 16, not the fork's yaml default 1
+    assert "step_723914" in msg and "1 only for models trained from scratch" in msg
     assert "L_cycles" not in msg.split("Pass them")[0]  # only what is missing is listed
 
 
@@ -144,7 +146,7 @@ def test_fork_lora_checkpoint_loads_its_adapters(tmp_path):
 
 def test_our_format_round_trips_arch_and_identifiers_hash(tmp_path):
     ids_file = tmp_path / "identifiers.json"
-    ids_file.write_text(json.dumps(["<blank>", "a", "b"]))
+    ids_file.write_text(json.dumps(["<blank>"] + [f"t{i}" for i in range(1, 8)]))  # one per table row
     model = tiny_model()
     path = save_checkpoint(tmp_path / "model.pt", model, identifiers_path=ids_file)
     contents = read_checkpoint(path)
@@ -155,9 +157,40 @@ def test_our_format_round_trips_arch_and_identifiers_hash(tmp_path):
     assert loaded.config == model.config
     torch.testing.assert_close(outputs(loaded), outputs(model), rtol=0, atol=0)
     other = tmp_path / "other.json"
-    other.write_text("[]")
-    with pytest.raises(CheckpointError, match="identifiers"):
+    other.write_text(json.dumps(["<blank>"] + [f"u{i}" for i in range(1, 8)]))  # same size, other puzzles
+    with pytest.raises(CheckpointError, match="not the identifiers file this model was trained with"):
         load_checkpoint(path, identifiers_path=other)
+
+
+def test_a_puzzle_table_that_does_not_fit_the_datasets_identifiers_is_refused_naming_both_sizes(tmp_path):
+    path = write_upstream(tmp_path / "step_1", tiny_model(), "_orig_mod.model.")  # upstream: no hash recorded
+    ids_file = tmp_path / "identifiers.json"
+    ids_file.write_text(json.dumps(["<blank>"] + [f"t{i}" for i in range(1, 1200)]))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path, identifiers_path=ids_file, **TINY)
+    msg = str(e.value)
+    assert "has 8 rows" in msg and "1,200 puzzle identifiers" in msg
+    assert "trm build-data" in msg and "post-train" in msg  # the two fixes
+    # post-training re-initialises a table of another size (mean), unless asked to keep it
+    assert load_checkpoint(path, num_puzzle_identifiers=1200, **TINY).inner.puzzle_emb.weights.shape[0] == 1200
+    with pytest.raises(CheckpointError, match="has 8 rows but the dataset has 1,200"):
+        load_checkpoint(path, num_puzzle_identifiers=1200, puzzle_emb_reinit="keep", **TINY)
+    kept = load_checkpoint(path, num_puzzle_identifiers=8, puzzle_emb_reinit="keep", **TINY)
+    torch.testing.assert_close(outputs(kept), outputs(tiny_model()), rtol=0, atol=0)
+
+
+def test_fork_sidecar_without_lora_alpha_takes_the_forks_default_alpha_not_the_rank(tmp_path):
+    model = apply_lora(tiny_model(), LoraConfig(rank=2, alpha=1.0))
+    fork_sd = {"_orig_mod.model." + k.replace(".lora_A", "._lora_A").replace(".lora_B", "._lora_B"): v
+               for k, v in model.state_dict().items()}
+    (tmp_path / "run").mkdir()
+    torch.save(fork_sd, tmp_path / "run" / "step_3")
+    fork_sidecar(tmp_path / "run", lora_rank=2)
+    raw = yaml.safe_load((tmp_path / "run" / "all_config.yaml").read_text())
+    del raw["arch"]["lora_alpha"]  # the fork's yaml did not set it: its trm.py default 1.0 applied
+    (tmp_path / "run" / "all_config.yaml").write_text(yaml.safe_dump(raw))
+    loaded = load_checkpoint(tmp_path / "run" / "step_3", seq_len=16)
+    assert loaded.lora_config.alpha == 1.0 and loaded.lora_config.rank == 2
 
 
 def test_our_lora_checkpoint_and_adapter_file_round_trip(tmp_path):

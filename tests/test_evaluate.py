@@ -264,8 +264,8 @@ def test_validator_reports_every_problem_and_unreadable_files(tmp_path):
     assert len(validate_submission(sub, CHALLENGES)) == 3  # missing task, bad value, not rectangular
     bad = tmp_path / "submission.json"
     bad.write_text("{not json")
-    assert validate_submission(bad, CHALLENGES)[0].startswith("submission: not readable as JSON")
-    assert validate_submission([], CHALLENGES)[0].startswith("submission: top level must be an object")
+    assert validate_submission(bad, CHALLENGES)[0].startswith(f"{bad}: not readable as JSON")
+    assert validate_submission([], CHALLENGES)[0].startswith("submission: top level must be a JSON object")
 
 
 def test_validate_cli_exit_code_and_one_line_per_problem(tmp_path, capsys):
@@ -387,3 +387,34 @@ def test_trm_pool_writes_one_submission_from_two_predictions_files(tmp_path, cap
     assert "score 1.0000 (2/2 test outputs)" in capsys.readouterr().out
     assert main_pool([str(tmp_path / "c.json"), "--challenges", str(tmp_path / "c.json"), "--output",
                       str(out)]) == 2  # not a predictions file: a clear error, not a traceback
+
+
+def test_empty_predictions_take_votes_only_when_counted_as_upstream_and_are_never_submitted():
+    rows = Rows().add("t", X, None).add("t", X, None).add("t", X, None).add("t", X, A, q=1.0)
+    assert summary(rows.vote({"t": [X]})[("t", 0)]) == [(A, 1)]  # default: a 0x0 crop is no answer
+    counted = rows.vote({"t": [X]}, count_empty=True)[("t", 0)]
+    assert summary(counted) == [([], 3), (A, 1)]  # upstream hashes the empty grid like any other
+    assert counted[0].grid.shape == (0, 0)
+    assert pass_at_k({("t", 0): counted}, {"t": [A]}, ks=(1, 2))["overall"] == {"pass@1": 0.0, "pass@2": 1.0}
+    sub = make_submission({"t": {"train": [], "test": [{"input": X}]}}, {("t", 0): counted})
+    assert sub["t"][0] == {"attempt_1": A, "attempt_2": X}  # the empty grid is skipped, the fallback fills in
+
+
+def test_vote_pool_pools_every_evaluation_as_upstreams_aggregated_voting():
+    from trm_core.voting import VotePool
+
+    evaluations = [Rows().add("t", X, A, q=2.0).add("t", X, C, q=1.0),
+                   Rows().add("t", X, C).add("t", X, B),
+                   Rows().add("t", X, B).add("t", X, B, q=-1.0)]
+    pool, accs = VotePool(), []
+    for rows in evaluations:
+        accs.append(VoteAccumulator(rows.identifiers, {"t": [X]}))
+        accs[-1].add(*rows.arrays())
+        pooled = pool.add(accs[-1].ranked())
+        expected = VoteAccumulator.pooled(accs).ranked()  # every row of every evaluation so far, voted at once
+        assert summary(pooled[("t", 0)]) == summary(expected[("t", 0)])
+        assert [c.mean_q for c in pooled[("t", 0)]] == pytest.approx([c.mean_q for c in expected[("t", 0)]])
+    assert pool.evaluations == 3 and summary(pooled[("t", 0)]) == [(B, 3), (C, 2), (A, 1)]
+    again = VotePool()
+    again.load_state_dict(json.loads(json.dumps(pool.state_dict())))  # plain data: survives a train state
+    assert again.evaluations == 3 and summary(again.ranked[("t", 0)]) == summary(pooled[("t", 0)])

@@ -104,3 +104,60 @@ def test_rows_split_over_two_ranks_come_back_whole_on_rank_0(run, monkeypatch):
     for key in ("example_index", "inputs", "puzzle_identifiers"):
         np.testing.assert_array_equal(merged[key], single[key])
     np.testing.assert_allclose(merged["q_halt_logits"], single["q_halt_logits"], rtol=1e-4, atol=1e-5)
+
+
+def test_eval_reports_the_loss_head_metrics_as_upstreams_evaluation_computes_them(run):
+    """all/accuracy, exact_accuracy, q_halt_accuracy, steps, lm_loss: upstream runs ACTLossHead on each eval batch
+    until every row halts, sums its metrics over batches and divides each by count."""
+    import torch
+
+    from trm_core import load_checkpoint
+    from trm_core.data.dataset import PuzzleDataset
+    from trm_core.evaluate import run_eval
+    from trm_core.model import ACTLossHead
+
+    metrics = run_eval(run / "model.pt", run / "data", run / "metrics_eval", device="cpu", batch_size=5,
+                       progress=False)
+    head = ACTLossHead(load_checkpoint(run / "model.pt")).eval()
+    sums: dict = {}
+    with torch.inference_mode():
+        for batch in PuzzleDataset([run / "data"], "test", global_batch_size=5).iter_test():
+            batch = {k: v for k, v in batch.items() if k != "example_index"}
+            carry = head.initial_carry(batch)
+            while True:
+                carry, _, step_metrics, _, done = head(carry, batch)
+                if done:
+                    break
+            for k, v in step_metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+    assert metrics["all/count"] == sums["count"] > 0
+    for k in ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss"):
+        assert metrics[f"all/{k}"] == pytest.approx(sums[k] / sums["count"], rel=1e-5), k
+
+
+def test_evaluating_on_a_dataset_with_other_identifiers_is_refused_naming_both_sizes(run, capsys):
+    from trm_core.data.build import build_dataset
+    from trm_core.evaluate import main_eval
+
+    other = run / "data_aug3"  # the same tasks, built with another --num-aug: other identifiers
+    build_dataset(None, other, ["evaluation2"], test_set_names=["evaluation2"], num_aug=3, progress=False,
+                  sources=[("evaluation2", run / "challenges.json", run / "solutions.json")])
+    assert main_eval(["--checkpoint", str(run / "model.pt"), "--data", str(other), "--output-dir",
+                      str(run / "refused"), "--device", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "puzzle-embedding table has 10 rows" in err and "has 13 puzzle identifiers" in err
+    assert "trm build-data" in err and not (run / "refused" / "submission.json").exists()
+
+
+def test_trm_eval_compiles_the_recursion_when_asked_as_upstream_evaluates_its_compiled_model(run, monkeypatch):
+    import torch
+
+    from trm_core.evaluate import run_eval
+    from trm_core.model import ReasoningModule
+
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **kw: compiled.append(type(self)))
+    metrics = run_eval(run / "model.pt", run / "data", run / "compiled", device="cpu", compile=True, progress=False)
+    assert compiled == [ReasoningModule] and metrics["compiled"] is True  # the trainer's compile target
+    metrics = run_eval(run / "model.pt", run / "data", run / "eager", device="cpu", progress=False)
+    assert compiled == [ReasoningModule] and metrics["compiled"] is False  # default: on CUDA only

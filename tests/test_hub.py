@@ -67,21 +67,39 @@ def test_fetch_offline_fails_clearly_for_a_file_not_in_the_cache(tmp_path):
     assert "missing.pt" in res.stderr or "offline" in res.stderr.lower()
 
 
+def fake_token(prefix: str, n: int = 34) -> str:
+    """A token-shaped string built at run time (a literal one would make this repo's own scan refuse it)."""
+    return prefix + "".join("abcdefghijKLMNOPQRST0123456789"[i % 30] for i in range(n))
+
+
+def _torch_file(path: Path, obj) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path)
+
+
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
+    import torch
+
     run = tmp_path / "run"
+    weights = {"inner.w": torch.zeros(2, 2)}
     files = {
         "config.yaml": yaml.safe_dump({"arch": {"hidden_size": 64, "puzzle_emb_len": 16, "L_cycles": 4,
                                                 "H_cycles": 3}, "lr": 1e-4}),
-        "export/model.pt": "trunk", "export/config.yaml": "hidden_size: 64\n",
-        "step_100/model.pt": "weights", "step_100/train_state.pt": "optimizer+ema+rng",
-        "optimizer.pt": "adam moments", "identifiers.json": "[]", "metrics.jsonl": "{}\n",
+        "export/config.yaml": "hidden_size: 64\n", "identifiers.json": "[]", "metrics.jsonl": "{}\n",
         "hf_token.txt": "hf_SECRET", ".cache/huggingface/download/x.lock": "", "kaggle.json": '{"key": "k"}',
-        "README.md": "old card", "wandb/run.json": "{}",
+        "README.md": "old card", "wandb/run.json": "{}", "COMMANDS.txt": "trm train lr=1e-4\n",
     }
     for name, text in files.items():
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_text(text)
+    _torch_file(run / "export/model.pt", {"format": "trm_core", "model": weights})
+    _torch_file(run / "step_100/model.pt", weights)
+    _torch_file(run / "step_100/train_state.pt", {"model": weights, "optimizers": {"trunk": {"param_groups": []}}})
+    _torch_file(run / "optimizer.pt", {"optimizer": {"state": {}, "param_groups": []}})
+    (run / "learning_curves.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)
     return run
 
 
@@ -115,7 +133,8 @@ def test_push_uploads_only_allowlisted_files_and_a_generated_card(run_dir, tmp_p
     plan = hub.push(run_dir, "me/trm-run", api=remote)
     assert plan["uploaded"] and remote.created == [("me/trm-run", True)]  # private by default
     assert uploaded(tmp_path / "remote", "me/trm-run") == [
-        "README.md", "config.yaml", "export/config.yaml", "export/model.pt", "identifiers.json", "step_100/model.pt"]
+        "README.md", "config.yaml", "export/config.yaml", "export/model.pt", "identifiers.json",
+        "learning_curves.png", "metrics.jsonl", "step_100/model.pt"]
     card = (tmp_path / "remote" / "me/trm-run" / "README.md").read_text()
     assert card.startswith("---\nlicense: mit") and card != "old card"
     assert "| puzzle_emb_len (shape-free) | 16 |" in card and "--arch L_cycles=4" in card
@@ -124,15 +143,17 @@ def test_push_uploads_only_allowlisted_files_and_a_generated_card(run_dir, tmp_p
 
 def test_push_never_uploads_tokens_or_caches_even_when_allowed(run_dir, tmp_path):
     plan = hub.push(run_dir, "me/x", allow=["*"], dry_run=True)
-    assert "metrics.jsonl" in plan["files"]  # '*' does widen the allowlist ...
+    assert "metrics.jsonl" in plan["files"]
     for never in ("hf_token.txt", "kaggle.json", ".cache/huggingface/download/x.lock", "wandb/run.json",
-                  "optimizer.pt", "step_100/train_state.pt"):
-        assert never not in plan["files"]  # ... but not to secrets, caches or optimizer state
+                  "optimizer.pt", "step_100/train_state.pt", "COMMANDS.txt"):
+        assert never not in plan["files"]  # not secrets, caches, logs or optimizer state
+        assert never in plan["skipped"]  # each is listed with its reason
 
 
 def test_push_includes_optimizer_state_only_when_asked(run_dir, tmp_path):
     plan = hub.push(run_dir, "me/x", allow=["*.pt"], include_optimizer=True, dry_run=True)
     assert plan["files"] == ["export/model.pt", "optimizer.pt", "step_100/model.pt", "step_100/train_state.pt"]
+    assert hub.push(run_dir, "me/x", allow=["*.pt"], include_resume_state=True, dry_run=True)["files"] == plan["files"]
 
 
 def test_push_dry_run_does_not_touch_the_network_or_the_run(run_dir, monkeypatch):

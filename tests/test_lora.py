@@ -179,3 +179,23 @@ def test_lora_linear_computes_base_plus_scaled_low_rank_update():
 def test_lora_config_rejects_unknown_targets():
     with pytest.raises(ValueError, match="attn"):
         LoraConfig(target=("attn",))
+
+
+def test_lora_delta_is_computed_in_fp32_and_cast_as_the_fork_does_in_bf16():
+    import torch.nn.functional as F
+
+    from trm_core.layers import CastedLinear
+
+    torch.manual_seed(0)
+    base = CastedLinear(64, 48, bias=True)
+    layer = LoRALinear(base, rank=1, alpha=16.0)
+    with torch.no_grad():
+        layer.lora_B.normal_(0, 0.02)
+    x = torch.randn(32, 64).to(torch.bfloat16)
+    out = layer(x)
+    # fork (models/layers.py CastedLinear.forward): result + F.linear(F.linear(x.to(fp32), A), B).to(bf16) * s
+    fork = base(x) + F.linear(F.linear(x.float(), layer.lora_A), layer.lora_B).to(torch.bfloat16) * 16.0
+    assert out.dtype == torch.bfloat16 and torch.equal(out, fork)
+    in_bf16 = base(x) + F.linear(F.linear(x, layer.lora_A.to(torch.bfloat16)),
+                                 layer.lora_B.to(torch.bfloat16)) * 16.0
+    assert not torch.equal(out, in_bf16)  # what the adapters computed before: the update's low bits lost

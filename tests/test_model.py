@@ -322,3 +322,45 @@ def test_bf16_forward_backward_on_gpu_matches_fp32_and_prints_step_time():
     torch.cuda.synchronize()
     print(f"\nARC model, batch 64, bf16: {(time.perf_counter() - t0) / n * 1000:.1f} ms per ACT step (fwd+bwd)")
     assert torch.isfinite(loss)
+
+
+def test_rope_tables_are_computed_on_the_device_the_model_moves_to(monkeypatch):
+    # Upstream builds its model on the GPU, so its cos/sin come from the GPU's kernels; ours are recomputed
+    # wherever the module is moved (here "meta", the one other device every machine has).
+    import trm_core.layers as layers
+
+    model = build_model(tiny_arch())
+    seen, real = [], layers.rope_tables
+
+    def recording(head_dim, max_positions, base, device=None):
+        seen.append(str(device))
+        return real(head_dim, max_positions, base, device)
+
+    monkeypatch.setattr(layers, "rope_tables", recording)
+    model.to("meta")
+    assert seen == ["meta"] and model.inner.rotary_emb.cos_cached.device.type == "meta"
+    monkeypatch.undo()
+    model = build_model(tiny_arch()).to("cpu")
+    rot = model.inner.rotary_emb
+    cos, sin = real(rot.head_dim, rot.max_positions, rot.base, "cpu")
+    assert torch.equal(rot.cos_cached, cos) and torch.equal(rot.sin_cached, sin)
+    assert "inner.rotary_emb.cos_cached" not in model.state_dict()  # still never in a checkpoint
+
+
+def test_attn_backend_sdpa_only_is_a_setting_and_flash_refuses_to_fall_back():
+    from trm_core.config import ConfigError
+
+    torch.manual_seed(0)
+    model = build_model(tiny_arch(attn_backend="sdpa"))
+    assert {m.backend for m in model.modules() if hasattr(m, "backend")} == {"sdpa"}
+    auto = build_model(tiny_arch())
+    auto.load_state_dict(model.state_dict())
+    batch = make_batch(model.config)
+    logits = predict(model, batch["inputs"], batch["puzzle_identifiers"])["logits"]  # on CPU auto is SDPA too
+    torch.testing.assert_close(logits, predict(auto, batch["inputs"], batch["puzzle_identifiers"])["logits"],
+                               rtol=0, atol=0)
+    flash = build_model(tiny_arch(attn_backend="flash"))
+    with pytest.raises(RuntimeError, match="flash-attn"):  # CPU fp32: flash cannot run, and says so
+        predict(flash, batch["inputs"], batch["puzzle_identifiers"])
+    with pytest.raises(ConfigError, match="attn_backend must be auto, sdpa or flash"):
+        tiny_arch(attn_backend="xformers")

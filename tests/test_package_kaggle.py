@@ -143,7 +143,7 @@ def test_dry_run_all_stages_every_dataset_and_the_kernel_without_calling_kaggle(
     res = stage_all(inputs, out, env, "--dry-run")
     assert res.returncode == 0, res.stderr
     assert not log.exists(), "kaggle was called in a dry run"
-    assert sorted(p.name for p in out.iterdir()) == ["kernel", "repo", "weights", "wheels"]
+    assert sorted(p.name for p in out.iterdir()) == [packaging.STAGING_MARKER, "kernel", "repo", "weights", "wheels"]
 
     # weights: exactly the trunk export, its config and card (no optimizer state)
     weights = out / "weights"

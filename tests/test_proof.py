@@ -80,7 +80,8 @@ def test_the_proof_runs_end_to_end_on_two_real_tasks_and_prints_its_score(tmp_pa
 
 
 ALTERED = {"num_aug": 7, "colour_permutation": False, "dihedral_first": True, "translate": True,
-           "global_batch_size": 3, "lr": 1e-4, "lr_warmup_steps": 7, "puzzle_emb_lr": 0.5, "eval_batch_size": 3,
+           "global_batch_size": 3, "lr": 1e-4, "optimizer": "adam_atan2_pytorch", "lr_warmup_steps": 7,
+           "puzzle_emb_lr": 0.5, "eval_batch_size": 3,
            "eval_max_augmentations": 2, "seed": 9, "max_steps": 4, "lr_min_ratio": 0.5, "ema": True,
            "safety_margin": 0.3, "arch": {"hidden_size": 8}, "select": "poe", "select_candidates": 3,
            "select_views": 2, "noise_scale": 0.5, "noise_samples": 1, "pool_checkpoints": 2}

@@ -41,7 +41,7 @@ def cli_overrides(cfg: TrainConfig) -> list[str]:
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(latest_checkpoint(run_dir) / "train_state.pt", weights_only=False)
+    state = torch.load(latest_checkpoint(run_dir) / "train_state.pt", weights_only=True)
     return state["model"]
 
 
@@ -90,6 +90,17 @@ def test_shipped_configs_carry_the_seed_values():
         lora = load_config(name)
         assert lora.lora["rank"] == 1 and lora.lora["alpha"] == 16.0 and lora.ema is False
     load_config("cfg_tiny")
+
+
+def test_fork_derived_configs_use_the_forks_optimizer_and_all_mirror_upstreams_voting():
+    for name in ("cfg_posttrain", "cfg_emb_posttrain", "cfg_pretrain_lora", "cfg_kaggle_lora"):
+        cfg = load_config(name)
+        assert cfg.optimizer == "adam_atan2_pytorch", name  # their learning rates were tuned with it
+        assert cfg.aggregated_voting and cfg.count_empty_predictions, name
+    upstream = load_config("cfg_pretrain")
+    assert upstream.optimizer == "adam_atan2" and upstream.aggregated_voting and upstream.count_empty_predictions
+    tiny = load_config("cfg_tiny")  # not a mirror of anyone's run: our defaults
+    assert tiny.optimizer == "adam_atan2" and not tiny.aggregated_voting and not tiny.count_empty_predictions
 
 
 def test_print_config_shows_the_resolved_config(capsys):
@@ -224,7 +235,7 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_loadable(sma
     with pytest.raises(OSError):
         trainer.save_checkpoint()
     assert latest_checkpoint(trainer.run_dir) == good
-    torch.load(good / "train_state.pt", weights_only=False)
+    torch.load(good / "train_state.pt", weights_only=True)
     from trm_core.checkpoint import load_checkpoint
 
     load_checkpoint(good / "model.pt")
@@ -269,3 +280,27 @@ def test_under_a_deadline_the_cosine_decay_follows_the_clock_and_ends_at_lr_min(
     assert trainer.step < trainer.total_steps / 100
     assert lrs[1] > 0.9e-3  # just after warmup: the peak
     assert lrs[-1] < 0.15e-3  # the time was up: decayed to (about) lr x lr_min_ratio
+
+
+@pytest.mark.parametrize("min_eval_interval, expected", [(0, [1, 2, 3, 4]), (2, [3, 4])])
+def test_min_eval_interval_skips_that_many_intervals_as_upstream(small_dataset, tmp_path, monkeypatch,
+                                                                 min_eval_interval, expected):
+    # upstream: `if _iter_id >= min_eval_interval` with _iter_id = 0, 1, ...: the first evaluation comes after
+    # min_eval_interval + 1 intervals (we evaluated one interval early)
+    seen = []
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: seen.append(self.epoch))
+    run(tiny_cfg(small_dataset, tmp_path, epochs=4, eval_interval=1, min_eval_interval=min_eval_interval))
+    assert seen == expected
+
+
+def test_aggregated_voting_pools_every_evaluation_of_the_run(small_dataset, tmp_path):
+    trainer = run(tiny_cfg(small_dataset, tmp_path, epochs=2, eval_interval=1, aggregated_voting=True,
+                           arch=dict(TINY_ARCH, halt_max_steps=1)))
+    evals = sorted((trainer.run_dir / "eval").iterdir(), key=lambda p: int(p.name[5:]))
+    metrics = [json.loads((e / "metrics.json").read_text()) for e in evals]
+    assert [m["aggregated_evaluations"] for m in metrics] == [1, 2]
+    votes = [sum(c["votes"] for t in json.loads((e / "predictions.json").read_text())["tasks"].values()
+                 for entry in t for c in entry["candidates"]) for e in evals]
+    assert votes[1] > votes[0]  # the second evaluation's candidates carry the first one's votes too
+    state = torch.load(latest_checkpoint(trainer.run_dir) / "train_state.pt", weights_only=False)
+    assert state["vote_pool"]["evaluations"] == 2  # resume continues the pool

@@ -36,7 +36,7 @@ import torch
 from trm_core.config import ArchConfig, ConfigError, arch_from_dict, load_yaml, parse_value, swiglu_width, to_dict
 from trm_core.lora import LORA_TARGETS, LoraConfig, adapter_state_dict, apply_lora, lora_layers
 from trm_core.model import TRM, build_model
-from trm_core.utils import atomic_torch_save, atomic_write_text, sha256_file
+from trm_core.utils import atomic_torch_save, atomic_write_text, sha256_file, weights_only_refusal
 
 FORMAT_VERSION = 1
 PUZZLE_TABLE = "inner.puzzle_emb.weights"
@@ -44,7 +44,9 @@ ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(ArchConfig))
 
 # Not recoverable from any tensor shape; what published checkpoints used (upstream README ARC runs / Trelis fork).
 KNOWN_VALUES = {
-    "puzzle_emb_len": "upstream README ARC runs 16, Trelis fork 1",
+    "puzzle_emb_len": "16 for upstream's README ARC runs and every published checkpoint, the Trelis fork's "
+                      "TRM-ARC-AGI-II step_723914 and ARC-AGI-1 step_155718 included; 1 only for models trained from "
+                      "scratch with the fork's own trm.yaml (its default since 2025-10-26)",
     "L_cycles": "upstream README ARC runs 4 (its yaml default 6), Trelis fork 4",
     "H_cycles": "upstream and fork 3",
     "num_heads": "upstream and fork 8 at hidden 512",
@@ -54,8 +56,9 @@ KNOWN_VALUES = {
 REQUIRED_FOREIGN = ("puzzle_emb_len", "L_cycles", "H_cycles", "num_heads", "halt_max_steps")
 # Settings that change no weight and no meaning of a weight: a caller may always override them.
 RUNTIME_SETTINGS = ("forward_dtype", "halt_max_steps_eval", "halt_exploration_prob", "puzzle_emb_dropout",
-                    "grid_token_dropout", "loss_type", "loss_dtype")
+                    "grid_token_dropout", "loss_type", "loss_dtype", "attn_backend")
 LORA_ARCH_KEYS = ("lora_rank", "lora_alpha", "lora_dropout")  # the fork's arch names, accepted in **arch
+FORK_LORA_ALPHA = 1.0  # the fork's config default (trm.py `lora_alpha: float = 1.0`) when its yaml gives none
 FOREIGN_SEQ_LEN = 900  # 30x30 canvas: every published checkpoint
 
 
@@ -123,8 +126,12 @@ def _torch_load(path: Path) -> Any:
     except Exception as e:  # noqa: BLE001 - every failure becomes one message naming the file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "Weights only load failed" in str(e):
-            raise CheckpointError(f"{path}: holds Python objects that weights_only loading refuses "
-                                  f"(save a plain state_dict instead): {first}") from None
+            refused, reason = weights_only_refusal(e)
+            if refused:  # never suggest weights_only=False: that would run whatever the file holds
+                raise CheckpointError(f"{path}: refused: holds Python objects that weights_only loading does not "
+                                      f"allow, nothing in it was run (save a plain state_dict instead): {reason}") \
+                    from None
+            first = reason
         raise CheckpointError(f"{path}: cannot read this checkpoint (truncated, corrupt or not a torch file): "
                               f"{type(e).__name__}: {first}") from None
 
@@ -158,8 +165,8 @@ def _read_sidecar(path: Path) -> tuple[dict, LoraConfig | None, list[str], bool]
     lora = None
     if int(lora_raw.get("lora_rank") or 0) > 0:
         rank = int(lora_raw["lora_rank"])
-        alpha = lora_raw.get("lora_alpha")
-        lora = LoraConfig(rank=rank, alpha=float(rank if alpha is None else alpha),
+        alpha = lora_raw.get("lora_alpha")  # absent: the fork's model used its config default, not the rank
+        lora = LoraConfig(rank=rank, alpha=float(FORK_LORA_ALPHA if alpha is None else alpha),
                           dropout=float(lora_raw.get("lora_dropout") or 0.0))
     fork_markers = ("halt_max_steps_eval", "puzzle_emb_dropout", "grid_token_dropout")
     is_fork = bool(lora_raw) or any(k in section for k in fork_markers) or "puzzle_emb_reinit_strategy" in data
@@ -185,6 +192,8 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
         raise CheckpointError(f"{path}: not a TRM checkpoint (expected a state_dict of tensors or a trm_core "
                               f"checkpoint, found {type(obj).__name__})")
     sd = {canonical_key(k): v for k, v in obj.items()}
+    if "inner.embed_tokens.embedding_weight" not in sd:  # infer_arch would refuse it without naming the file
+        raise CheckpointError(f"{path}: not a TRM state_dict: no inner.embed_tokens.embedding_weight")
     prefixes = sorted({m.group(1) for k in obj if (m := _PREFIX_RE.match(k))} |
                       ({""} if any(k.startswith("inner.") for k in obj) else set()))
     arch, lora, ignored, is_fork, source = {}, None, [], False, None
@@ -260,7 +269,8 @@ def _missing_message(path: Path, missing: list[str], source: str | None) -> str:
         "not in the weights, and there is no all_config.yaml beside the file"
     return (f"{path}: these settings are {where}, and a wrong value would load silently and give garbage: "
             f"{'; '.join(parts)}. Pass them, e.g. for an upstream ARC checkpoint "
-            f"{_fix_hint(path, {k: example[k] for k in missing})} (Trelis fork: puzzle_emb_len=1)")
+            f"{_fix_hint(path, {k: example[k] for k in missing})} (the same for the Trelis fork's published "
+            f"step_723914; puzzle_emb_len=1 only for a model trained from scratch with the fork's trm.yaml)")
 
 
 @dataclass
@@ -385,6 +395,25 @@ def reinit_puzzle_table(table: torch.Tensor, rows: int, strategy: str = "mean", 
     raise CheckpointError(f"puzzle_emb_reinit must be 'mean' or 'normal', got {strategy!r}")
 
 
+PUZZLE_EMB_STRATEGIES = ("mean", "normal", "keep")
+
+
+def puzzle_table_mismatch(path: str | Path, rows: int, n_ids: int, ids_source: str) -> str:
+    """The message for a checkpoint whose puzzle table does not fit a dataset: both sizes and the fix."""
+    return (f"{path}: the checkpoint's puzzle-embedding table has {rows:,} rows but {ids_source} has {n_ids:,} "
+            f"puzzle identifiers: the model was trained on another dataset (or on the same tasks built another "
+            f"way), so puzzle ids would select the wrong rows and its predictions would be garbage. Fix: use the "
+            f"dataset it was trained on, rebuilt byte for byte: `trm build-data` (default --rng-scheme upstream) "
+            f"with that run's --subsets, --test-set-name, --num-aug and --seed (README: Reproducing upstream "
+            f"numbers); or post-train on this dataset first (trm train load_checkpoint=..., which re-initialises "
+            f"the table).")
+
+
+def count_identifiers(identifiers_path: str | Path) -> int:
+    """Entries of an identifiers.json (the number of puzzle ids, `<blank>` included)."""
+    with open(identifiers_path) as f:
+        return len(json.load(f))
+
 
 def load_checkpoint(path: str | Path, *, num_puzzle_identifiers: int | None = None,
                     puzzle_emb_reinit: str = "mean", identifiers_path: str | Path | None = None,
@@ -394,15 +423,21 @@ def load_checkpoint(path: str | Path, *, num_puzzle_identifiers: int | None = No
     Args:
         path: a checkpoint file, or a folder with `model.pt` or `step_N` files.
         num_puzzle_identifiers: size of the puzzle table wanted (e.g. a new dataset's). If it differs from the
-            file's, the table is re-initialised by `puzzle_emb_reinit` ("mean" or "normal"). A trunk export is
-            always re-initialised from its one mean row.
-        identifiers_path: the dataset's identifiers.json; refused if its hash differs from the recorded one.
+            file's, the table is re-initialised by `puzzle_emb_reinit` ("mean" or "normal"), or, with "keep",
+            loading is refused (the table's rows are meant to be used as they are). A trunk export is always
+            re-initialised from its one mean row (and cannot be kept).
+        identifiers_path: the dataset's identifiers.json. Unless the table is re-initialised, the table must
+            have one row per entry and, when the checkpoint records the hash of its identifiers.json (ours do),
+            the hashes must agree; either mismatch is refused with both sizes and the fix.
         device: where the model goes. strict: every key present and used (else listed in the error).
         **arch: ArchConfig settings by upstream name (`puzzle_emb_len=16`, `L_cycles=4`, ...), plus the fork's
             `lora_rank` / `lora_alpha` / `lora_dropout`; needed only when the file does not record them.
     Raises:
-        CheckpointError: unreadable file, missing or contradicting settings, mismatched keys or shapes.
+        CheckpointError: unreadable file, missing or contradicting settings, mismatched keys or shapes, a
+            puzzle table that does not fit the dataset.
     """
+    if puzzle_emb_reinit not in PUZZLE_EMB_STRATEGIES:
+        raise CheckpointError(f"puzzle_emb_reinit must be one of {PUZZLE_EMB_STRATEGIES}, got {puzzle_emb_reinit!r}")
     contents = read_checkpoint(path)
     if contents.kind == "adapter":
         raise CheckpointError(f"{contents.path}: an adapter-only file (no trunk): load the base checkpoint, apply "
@@ -412,14 +447,26 @@ def load_checkpoint(path: str | Path, *, num_puzzle_identifiers: int | None = No
     resized = False
     if table is not None:
         rows = num_puzzle_identifiers or table.shape[0]
-        if contents.kind == "trunk" or rows != table.shape[0]:
+        if puzzle_emb_reinit == "keep":
+            if contents.kind == "trunk":
+                raise CheckpointError(f"{contents.path}: a trunk export has no per-puzzle rows to keep; use "
+                                      f"puzzle_emb_reinit 'mean' or 'normal'")
+            if rows != table.shape[0]:
+                raise CheckpointError(puzzle_table_mismatch(contents.path, table.shape[0], rows, "the dataset"))
+        elif contents.kind == "trunk" or rows != table.shape[0]:
             sd[PUZZLE_TABLE] = reinit_puzzle_table(table, rows, puzzle_emb_reinit)
             resized = True
     resolved = resolve_arch(contents, arch, sd[PUZZLE_TABLE].shape[0] if table is not None else None)
+    if identifiers_path is not None and table is not None and not resized:
+        n_ids = count_identifiers(identifiers_path)
+        if n_ids != table.shape[0]:
+            raise CheckpointError(puzzle_table_mismatch(contents.path, table.shape[0], n_ids, str(identifiers_path)))
     if identifiers_path is not None and contents.identifiers_sha256 and not resized:
         if sha256_file(identifiers_path) != contents.identifiers_sha256:
             raise CheckpointError(f"{contents.path}: {identifiers_path} is not the identifiers file this model was "
-                                  f"trained with (sha256 differs): puzzle ids would select the wrong rows")
+                                  f"trained with (its sha256 differs from the recorded one): puzzle ids would select "
+                                  f"the wrong rows. Fix: use the dataset the model was trained on (rebuilt with the "
+                                  f"same flags, README: Reproducing upstream numbers), or post-train on this one.")
 
     model = build_model(resolved.arch)
     if resolved.lora is not None:
@@ -691,6 +738,7 @@ def main_export(argv: list[str] | None = None) -> int:
     return _run(export, "trm export")
 
 
-__all__ = ["CheckpointContents", "CheckpointError", "canonical_key", "checkpoint_info", "export_trunk",
-           "format_info", "infer_arch", "load_checkpoint", "main_export", "main_info", "read_checkpoint",
-           "reinit_puzzle_table", "resolve_arch", "save_checkpoint", "sha256_file"]
+__all__ = ["CheckpointContents", "CheckpointError", "canonical_key", "checkpoint_info", "count_identifiers",
+           "export_trunk", "format_info", "infer_arch", "load_checkpoint", "main_export", "main_info",
+           "puzzle_table_mismatch", "read_checkpoint", "reinit_puzzle_table", "resolve_arch", "save_checkpoint",
+           "sha256_file"]

@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import sys
 
 # subcommand -> (module, function). Modules are imported only when their subcommand runs.
@@ -67,6 +69,48 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `trm info ... | head`: the reader left; not an error worth a traceback
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        print(f"trm {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one place where errors become one line and an exit code
+        if os.environ.get("TRM_TRACEBACK"):
+            raise
+        code, line = error_line(e)
+        print(f"trm {name}: {line}", file=sys.stderr)
+        return code
+
+
+def error_line(e: BaseException) -> tuple[int, str]:
+    """(exit code, one line) for an error that ends a subcommand.
+
+    Exit 2, the message as it is: a bad input file (`trm_core.jsonio.InputError`, which `TaskError` is), a bad
+    config or checkpoint (`ConfigError`, `CheckpointError`), a bad value (ValueError), and an input or output
+    path that cannot be used (OSError: the path and the reason). Exit 1: anything else, named by its type
+    (a bug to report; TRM_TRACEBACK=1 shows the traceback).
+    """
+    if isinstance(e, OSError):
+        text = str(e)
+        if e.filename is not None:
+            from pathlib import Path
+
+            from trm_core.utils import _why_not_writable
+
+            reason = e.strerror or str(e)
+            if e.errno in (errno.ENOTDIR, errno.EEXIST):  # a file where a folder is needed: say which one
+                reason = _why_not_writable(Path(e.filename), e)
+            text = f"{e.filename}: {reason}"
+        if getattr(e, "filename2", None):
+            text += f" (-> {e.filename2})"
+        return 2, _one_line(text)
+    if isinstance(e, ValueError):  # InputError, TaskError, ConfigError, CheckpointError included
+        return 2, _one_line(str(e) or type(e).__name__)
+    if isinstance(e, RecursionError):
+        return 2, "input nested too deeply to process (RecursionError); TRM_TRACEBACK=1 shows where"
+    return 1, _one_line(f"unexpected error: {type(e).__name__}: {e} (TRM_TRACEBACK=1 shows the traceback)")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
 
 
 if __name__ == "__main__":

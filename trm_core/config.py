@@ -61,6 +61,9 @@ class ArchConfig:
     rope_theta: float = 10000.0
     # "auto" = bfloat16 on CUDA, float32 on CPU (bf16 matmuls are ~9x slower on CPU); or an explicit dtype name.
     forward_dtype: str = "auto"
+    # "sdpa" = scaled_dot_product_attention only (upstream's path, for parity); "auto" = flash-attn when installed
+    # (CUDA, bf16/fp16), else SDPA; "flash" = flash-attn or an error. Changes no weight.
+    attn_backend: str = "auto"
     puzzle_emb_dropout: float = 0.0  # fork: drop a row's whole puzzle embedding (training only)
     grid_token_dropout: float = 0.0  # fork: dropout on token embeddings (training only)
     # --- loss ---------------------------------------------------------------------------------------------
@@ -106,6 +109,8 @@ def check_arch(cfg: ArchConfig) -> None:
         raise ConfigError(f"arch.loss_type must be stablemax_cross_entropy or softmax_cross_entropy, got {cfg.loss_type!r}")
     if cfg.loss_dtype not in ("float32", "float64"):
         raise ConfigError(f"arch.loss_dtype must be float32 or float64, got {cfg.loss_dtype!r}")
+    if cfg.attn_backend not in ("auto", "sdpa", "flash"):
+        raise ConfigError(f"arch.attn_backend must be auto, sdpa or flash, got {cfg.attn_backend!r}")
     if cfg.forward_dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ConfigError(f"arch.forward_dtype must be auto, float32, bfloat16 or float16, got {cfg.forward_dtype!r}")
     if cfg.halt_max_steps_eval is not None and cfg.halt_max_steps_eval < 1:
@@ -267,7 +272,10 @@ def load_yaml(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except (RecursionError, ValueError, OSError, UnicodeDecodeError) as e:  # deep nesting, a 5,000-digit int, a folder
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+        raise ConfigError(f"{path}: not a usable config file ({' '.join(str(reason).split())[:200]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -33,21 +33,26 @@ import numpy as np
 # Re-exported (listed in __all__): the names that moved to trm_core.voting, trm_core.submission and
 # trm_core.data.augment stay importable from here.
 from trm_core.data.augment import parse_aug_names
-from trm_core.submission import (FALLBACKS, _load, _test_inputs_of, kaggle_score, main_score, main_validate,
-                                 make_submission, score_submission, validate_submission, write_submission)
-from trm_core.utils import Progress, atomic_write, atomic_write_text
+from trm_core.jsonio import InputError, read_json
+from trm_core.submission import (FALLBACKS, _test_inputs_of, kaggle_score, main_score, main_validate, make_submission,
+                                 read_challenges, read_solutions, score_submission, validate_submission,
+                                 write_submission)
+from trm_core.utils import Progress, atomic_write, atomic_write_text, prepare_output_dir
 from trm_core.voting import (MAX_SIDE, PASS_KS, RANK_RULES, Candidate, Ranked, TestInputs, VoteAccumulator,
-                             pass_at_k, truth_ranks, vote)
+                             VotePool, pass_at_k, truth_ranks, vote)
 
 __all__ = ["FALLBACKS", "MAX_SIDE", "PASS_KS", "RANK_RULES", "Candidate", "Ranked", "TestInputs",
-           "VoteAccumulator", "evaluate_model", "kaggle_score", "main_eval", "main_score", "main_validate",
-           "make_submission", "parse_aug_names", "pass_at_k", "run_eval", "run_inference", "score_submission",
-           "truth_ranks", "validate_submission", "vote", "write_submission"]
+           "VoteAccumulator", "VotePool", "evaluate_model", "kaggle_score", "loss_head_metrics", "main_eval",
+           "main_score", "main_validate", "make_submission", "parse_aug_names", "pass_at_k", "run_eval",
+           "run_inference", "score_submission", "truth_ranks", "validate_submission", "vote", "write_submission"]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Inference
 # ----------------------------------------------------------------------------------------------------------
+
+ROW_STATS = ("valid", "accuracy", "exact", "q_halt_correct", "lm_loss")  # per row, for the loss-head metrics
+
 
 def run_inference(model, dataset, *, steps: int | None = None, info=None, progress: bool = True,
                   noise_scale: float = 0.0, noise_samples: int = 0, noise_seed: int = 0) -> dict | None:
@@ -58,11 +63,14 @@ def run_inference(model, dataset, *, steps: int | None = None, info=None, progre
     its share and rank 0 receives everything (other ranks get None).
     noise_samples > 0: each row is also predicted that many more times with latent noise of standard deviation
     `noise_scale` (`trm_core.model.predict`; drawn from a generator seeded by noise_seed and the rank); those
-    rows follow the row's deterministic prediction (same input, puzzle id and example_index), so they vote in
-    the same accumulator and ties still go to the deterministic answer.
+    rows follow the row's deterministic prediction (same input, puzzle id and example_index; `noise_pass` > 0),
+    so they vote in the same accumulator and ties still go to the deterministic answer.
 
     Returns (rank 0) numpy arrays sorted by `example_index`: `inputs`, `preds` (N, seq_len) uint8,
-    `puzzle_identifiers` (N,) int32, `q_halt_logits` (N,) float32, `example_index` (N,) int64.
+    `puzzle_identifiers` (N,) int32, `q_halt_logits` (N,) float32, `example_index` (N,) int64, and per row the
+    loss head's quantities against the labels after the last step (`row_valid`, `row_accuracy`, `row_exact`,
+    `row_q_halt_correct`, `row_lm_loss`; see `loss_head_metrics`), and `noise_pass` (N,) int16 (0 = the
+    deterministic pass).
     """
     import torch
 
@@ -70,8 +78,9 @@ def run_inference(model, dataset, *, steps: int | None = None, info=None, progre
 
     device = next(model.parameters()).device
     bar = Progress(dataset.test_batches(), "inference", unit="batch", enabled=progress)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("inputs", "preds", "puzzle_identifiers",
-                                                          "q_halt_logits", "example_index")}
+    keys = ("inputs", "preds", "puzzle_identifiers", "q_halt_logits", "example_index", "noise_pass") + tuple(
+        f"row_{k}" for k in ROW_STATS)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     model.eval()
     generator = None
     if noise_samples > 0:
@@ -85,21 +94,26 @@ def run_inference(model, dataset, *, steps: int | None = None, info=None, progre
                 inputs = torch.as_tensor(np.asarray(batch["inputs"])[keep])
                 pids = torch.as_tensor(np.asarray(batch["puzzle_identifiers"])[keep])
                 x, p = inputs.to(device, non_blocking=True), pids.to(device)
+                labels = torch.as_tensor(np.asarray(batch["labels"])[keep]).to(device)
                 outs = [predict(model, x, p, steps)]
                 outs += [predict(model, x, p, steps, noise=noise_scale, generator=generator)
                          for _ in range(noise_samples)]
-                for out in outs:
+                for s, out in enumerate(outs):
                     parts["inputs"].append(inputs.numpy().astype(np.uint8))
                     parts["preds"].append(out["preds"].to(torch.uint8).cpu().numpy())
                     parts["puzzle_identifiers"].append(pids.numpy().astype(np.int32))
                     parts["q_halt_logits"].append(out["q_halt_logits"].float().cpu().numpy())
                     parts["example_index"].append(ex[keep].astype(np.int64))
+                    parts["noise_pass"].append(np.full(int(keep.sum()), s, dtype=np.int16))
+                    for k, v in _row_stats(model, out, labels).items():
+                        parts[f"row_{k}"].append(v)
             bar.update(1)
     bar.close()
     seq_len = model.config.seq_len
     empty = {"inputs": np.zeros((0, seq_len), np.uint8), "preds": np.zeros((0, seq_len), np.uint8),
              "puzzle_identifiers": np.zeros(0, np.int32), "q_halt_logits": np.zeros(0, np.float32),
-             "example_index": np.zeros(0, np.int64)}
+             "example_index": np.zeros(0, np.int64), "noise_pass": np.zeros(0, np.int16)} | {
+        f"row_{k}": np.zeros(0, np.float64) for k in ROW_STATS}
     local = {k: (np.concatenate(v) if v else empty[k]) for k, v in parts.items()}
     if info is not None and info.world_size > 1:
         from trm_core.dist import gather_objects
@@ -110,6 +124,45 @@ def run_inference(model, dataset, *, steps: int | None = None, info=None, progre
         local = {k: np.concatenate([g[k] for g in gathered]) for k in local}
     order = np.argsort(local["example_index"], kind="stable")
     return {k: v[order] for k, v in local.items()}
+
+
+def _row_stats(model, out: dict, labels) -> dict[str, np.ndarray]:
+    """The loss head's per-row quantities for one batch after its last ACT step (every row has halted)."""
+    import torch
+
+    from trm_core.model import LOSSES, row_metrics
+
+    preds, q_halt = out["preds"].to(labels.device), out["q_halt_logits"].to(labels.device)
+    rows = row_metrics(preds, labels, q_halt, torch.ones_like(q_halt, dtype=torch.bool))
+    if "logits" in out:
+        cfg = model.config
+        token_loss = LOSSES[cfg.loss_type](out["logits"], labels, getattr(torch, cfg.loss_dtype))
+        lm_loss = (token_loss / rows["divisor"]).sum(-1)
+    else:  # a predict() that gives no logits (a stand-in model): no loss
+        lm_loss = torch.full_like(q_halt, float("nan"), dtype=torch.float64)
+    return {k: v.double().cpu().numpy() for k, v in (("valid", rows["valid"]), ("accuracy", rows["accuracy"]),
+                                                      ("exact", rows["exact"]),
+                                                      ("q_halt_correct", rows["q_halt_correct"]),
+                                                      ("lm_loss", lm_loss))}
+
+
+def loss_head_metrics(arrays: dict, steps: int) -> dict[str, float]:
+    """The metrics upstream's evaluation logs for its single set "all": the ACT loss head's count, accuracy,
+    exact_accuracy, q_halt_accuracy, steps and lm_loss after the last step, each summed over rows and divided
+    by `count` (rows with at least one label), as upstream reduces eval metrics. `all/count` stays the sum."""
+    valid = arrays["row_valid"].astype(bool)
+    count = int(valid.sum())
+    if not count:
+        return {}
+    out = {"all/count": count,
+           "all/accuracy": float(arrays["row_accuracy"][valid].sum() / count),
+           "all/exact_accuracy": float(arrays["row_exact"][valid].sum() / count),
+           "all/q_halt_accuracy": float(arrays["row_q_halt_correct"][valid].sum() / count),
+           "all/steps": float(steps)}
+    lm_loss = arrays["row_lm_loss"]
+    if not np.isnan(lm_loss).any():
+        out["all/lm_loss"] = float(lm_loss.sum() / count)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -152,15 +205,17 @@ def run_eval(checkpoint: str | Path | Sequence[str | Path], data_dir: str | Path
              max_eval_augmentations: int | None = None, challenges: str | Path | None = None,
              solutions: str | Path | None = None, rank_by: str = "votes_then_q", fallback: str = "input",
              top: int = 10, device: str | None = None, info=None, progress: bool = True,
-             selection=None, deadline: float | None = None) -> dict | None:
+             count_empty_predictions: bool = False, compile: bool | None = None, selection=None,
+             deadline: float | None = None) -> dict | None:
     """Evaluate `checkpoint` on the test split of `data_dir` and write the run's files into `output_dir`.
 
     Several checkpoints (a list, oldest first; e.g. the last N of one run): each one predicts every row and
-    all their votes are pooled in one accumulator (upstream's aggregated voting); the last one rescores.
+    all their votes are pooled in one accumulator (checkpoints as an ensemble); the last one rescores.
 
     The checkpoint's puzzle embeddings must have been trained on this dataset's identifiers.json (same file):
     each augmented test input is looked up by its puzzle id, so another dataset gives meaningless predictions.
-    trm_core checkpoints record the file's hash and a mismatch is refused; upstream files cannot be checked.
+    A table whose size differs from the dataset's identifiers is refused (both sizes named, with the fix);
+    trm_core checkpoints also record the file's hash, and a mismatch is refused.
 
     Args:
         arch: ArchConfig overrides for foreign checkpoints (e.g. {"puzzle_emb_len": 16, "L_cycles": 4}).
@@ -169,7 +224,11 @@ def run_eval(checkpoint: str | Path | Sequence[str | Path], data_dir: str | Path
         solutions: a solutions file for pass@K and the score (default: the outputs in test_puzzles.json
             unless they are all dummies).
         top: candidates per test input kept in predictions.json (for `trm report`).
-        selection: a `trm_core.rescore.Selection` (rule, candidates K, views M, latent noise); None = votes.
+        count_empty_predictions: empty predictions take votes and pass@K slots, as in upstream's evaluator.
+        compile: run the recursion through torch.compile, as upstream evaluates its compiled model (None: on
+            CUDA, off on CPU, as in training).
+        selection: a `trm_core.rescore.Selection` (rule, candidates K, views M, latent noise); None = the
+            default (`trm_core.rescore.DEFAULT_RULE`).
         deadline: time.time() by which pooling and rescoring must be done (see `evaluate_model`).
     Writes (rank 0): submission.json, metrics.json, per_task.csv, predictions.json. Returns the metrics.
     """
@@ -185,18 +244,26 @@ def run_eval(checkpoint: str | Path | Sequence[str | Path], data_dir: str | Path
     # identifiers_path: the loader refuses a dataset whose identifiers.json is not the one the model was
     # trained with (when the checkpoint records its hash), since puzzle ids would then select the wrong rows.
     arch = dict(arch or {})
+    # The user's files first: a malformed challenges or solutions file fails before minutes of inference.
+    challenges = read_challenges(challenges) if challenges is not None else None
+    solutions = read_solutions(solutions) if solutions is not None else None
     if torch.device(device).type == "cpu":  # bf16 matmuls are ~9x slower than fp32 on CPU
         arch.setdefault("forward_dtype", "float32")
     paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     models = [load_checkpoint(c, identifiers_path=data_dir / "identifiers.json", device=device, **arch)
               for c in paths]
-    extra = {"checkpoint": str(paths[-1]), "device": str(device)}
+    compiled = compile if compile is not None else torch.device(device).type == "cuda"
+    if compiled:
+        for model in models:
+            model.inner.L_level.compile()  # what the trainer compiles, in place (names and weights unchanged)
+    extra = {"checkpoint": str(paths[-1]), "device": str(device), "compiled": compiled}
     if len(paths) > 1:
         extra["pooled_checkpoints"] = [str(c) for c in paths]
     metrics = evaluate_model(models if len(models) > 1 else models[0], data_dir, output_dir, steps=steps,
                              batch_size=batch_size, max_eval_augmentations=max_eval_augmentations,
                              challenges=challenges, solutions=solutions, rank_by=rank_by, fallback=fallback,
-                             top=top, info=info, progress=progress, extra=extra, selection=selection,
+                             top=top, info=info, progress=progress,
+                             count_empty_predictions=count_empty_predictions, extra=extra, selection=selection,
                              deadline=deadline)
     if metrics is not None:
         metrics["load_and_eval_seconds"] = round(time.perf_counter() - t0, 3)
@@ -207,30 +274,42 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
                    batch_size: int = 256, max_eval_augmentations: int | None = None,
                    challenges: str | Path | None = None, solutions: str | Path | None = None,
                    rank_by: str = "votes_then_q", fallback: str = "input", top: int = 10, info=None,
-                   progress: bool = True, extra: Mapping[str, Any] | None = None, selection=None,
+                   progress: bool = True, extra: Mapping[str, Any] | None = None,
+                   count_empty_predictions: bool = False, vote_pool: VotePool | None = None, selection=None,
                    deadline: float | None = None) -> dict | None:
     """Evaluate a model already in memory (the trainer's, or `run_eval`'s) on the test split of `data_dir`.
 
     Same outputs and arguments as `run_eval`; `extra` entries are copied into metrics.json. Every rank calls
     this (each predicts its share); rank 0 votes, writes the files and returns the metrics, others return None.
+    `vote_pool` (rank 0): this evaluation's votes are added to it and the submission and pass@K come from
+    everything it holds (upstream's aggregated voting over a run's evaluations). metrics.json also holds the
+    loss head's metrics on the test labels (`all/accuracy`, ...; see `loss_head_metrics`).
     `model` may be a list of models (checkpoints of one run, oldest first): their votes are pooled (the newest
-    model's rows first, so ties go to it) and the last one rescores.
-    deadline (a time.time() value): older checkpoints are not inferred, and rescoring is skipped (the votes
-    decide), when the time the last inference took says they would end past it. The newest model always votes.
+    model's rows first, so ties go to it) and the last one rescores. `selection` chooses the attempts
+    (`trm_core.rescore`; None = the default rule). deadline (a time.time() value): older checkpoints are not
+    inferred, and rescoring is skipped (the votes decide), when the time the last inference took says they
+    would end past it. The newest model always votes.
     """
     from trm_core.data.dataset import PuzzleDataset
     from trm_core.rescore import Selection, pass_by_rule, select_attempts
 
     selection = selection if selection is not None else Selection()
     models = list(model) if isinstance(model, (list, tuple)) else [model]
+    model = models[-1]  # the newest: it rescores, and its rows give the loss-head metrics
     data_dir, output_dir = Path(data_dir), Path(output_dir)
     rank, world = (info.rank, info.world_size) if info is not None else (0, 1)
     t0 = time.perf_counter()
+    identifiers = read_json(data_dir / "identifiers.json")
+    if not isinstance(identifiers, list) or not all(isinstance(x, str) for x in identifiers):
+        raise InputError("must be a list of puzzle names (is this folder built by trm build-data?)",
+                         file=data_dir / "identifiers.json")
+    for m in models:
+        _check_puzzle_table(m, len(identifiers), data_dir / "identifiers.json")
     dataset = PuzzleDataset([str(data_dir)], "test", global_batch_size=batch_size * world, rank=rank,
                             world_size=world, max_eval_augmentations=max_eval_augmentations)
+    test_puzzles = read_challenges(data_dir / "test_puzzles.json")
     noise = dict(noise_scale=selection.noise_scale, noise_samples=selection.noise_samples,
                  noise_seed=selection.noise_seed) if selection.noise_samples else {}
-    test_puzzles = json.loads((data_dir / "test_puzzles.json").read_text())
     n_inputs = max(1, sum(len(t["test"]) for t in test_puzzles.values()))
     # Rescoring costs `views` rows per test input, at the voting inference's measured speed.
     voting_rows = max(1, dataset.num_test_examples)
@@ -247,31 +326,26 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
         return None
     arrays = runs[0] if len(runs) == 1 else {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
 
-    identifiers = json.loads((data_dir / "identifiers.json").read_text())
-    chal = _load(challenges, "challenges")[0] if challenges is not None else test_puzzles
-    if chal is None:
-        raise ValueError(_load(challenges, "challenges")[1][0])
-    if solutions is not None:
-        sols, problems = _load(solutions, "solutions")
-        if problems:
-            raise ValueError(problems[0])
-    else:
-        sols = _known_solutions(test_puzzles)
+    chal = read_challenges(challenges) if challenges is not None else test_puzzles
+    sols = read_solutions(solutions) if solutions is not None else _known_solutions(test_puzzles)
     # Vote for every task of the submission; test_puzzles.json supplies tasks only it knows (for pass@K).
     test_inputs = _test_inputs_of(chal)
     for t, grids in _test_inputs_of(test_puzzles).items():
         test_inputs.setdefault(t, grids)
 
     t1 = time.perf_counter()
-    acc = VoteAccumulator(identifiers, test_inputs, canvas=math.isqrt(models[-1].config.seq_len))
+    acc = VoteAccumulator(identifiers, test_inputs, canvas=math.isqrt(model.config.seq_len),
+                          count_empty=count_empty_predictions)
     acc.add(arrays["inputs"], arrays["preds"], arrays["puzzle_identifiers"], arrays["q_halt_logits"])
     ranked = acc.ranked(rank_by)
+    if vote_pool is not None:
+        ranked = vote_pool.add(ranked, rank_by)
     t_vote = time.perf_counter() - t1
     skipped = {}
     if selection.rescores and _past(deadline, RESCORE_SAFETY * last_s * rescore_share, None):
         skipped = {"rescore_skipped": "deadline"}  # the votes decide: rescoring would end past the deadline
         selection = replace(selection, rule="votes")
-    ranked, scored, select_info = select_attempts(models[-1], arrays, identifiers, test_inputs, ranked, selection,
+    ranked, scored, select_info = select_attempts(model, arrays, identifiers, test_inputs, ranked, selection,
                                                   batch_size=batch_size, steps=steps)
     select_info.update(skipped)
 
@@ -279,17 +353,22 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
     problems = validate_submission(submission, chal)
     if problems:  # our own bug if it happens: fail loudly rather than ship a broken file
         raise RuntimeError("built an invalid submission:\n" + "\n".join(problems))
-    output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(output_dir)
     write_submission(output_dir / "submission.json", submission)
 
     n_test = sum(len(v) for v in _test_inputs_of(chal).values())
-    no_prediction = [f"{t}:{i}" for (t, i), c in ranked.items() if t in chal and not c]
+    no_prediction = [f"{t}:{i}" for (t, i), c in ranked.items() if t in chal and not any(x.grid.size for x in c)]
     metrics: dict[str, Any] = {
         **dict(extra or {}), "data_dir": str(data_dir), "rank_by": rank_by, "fallback": fallback,
-        "steps": steps or models[-1].config.eval_steps, "world_size": world,
+        "steps": steps or model.config.eval_steps, "world_size": world,
         "tasks": len(chal), "test_inputs": n_test, "test_inputs_without_prediction": len(no_prediction),
         "inference_seconds": round(t_infer, 3), "voting_seconds": round(t_vote, 3), **acc.stats,
+        "count_empty_predictions": count_empty_predictions,
+        "aggregated_evaluations": vote_pool.evaluations if vote_pool is not None else 1,
         "selection": selection.as_dict(), **select_info, "models_pooled": len(runs),
+        # the newest model's deterministic pass, as without pooling or noise
+        **loss_head_metrics({k: v[runs[0]["noise_pass"] == 0] for k, v in runs[0].items()},
+                            steps or model.config.eval_steps),
     }
     per_task_pass: dict = {}
     per_task_score: dict = {}
@@ -331,6 +410,16 @@ def _past(deadline: float | None, seconds: float, info) -> bool:
         all_reduce_sum_([flag], info)
         late = bool(flag.item() > 0)
     return late
+
+
+def _check_puzzle_table(model, n_ids: int, identifiers_path: Path) -> None:
+    """Refuse to evaluate a model whose puzzle table does not have one row per identifier of the dataset (every
+    rank checks, so none is left waiting): its predictions would silently use other puzzles' embeddings."""
+    from trm_core.checkpoint import CheckpointError, puzzle_table_mismatch
+
+    table = getattr(getattr(model, "puzzle_emb", None), "weights", None)
+    if table is not None and table.shape[0] != n_ids:
+        raise CheckpointError(puzzle_table_mismatch("the model", table.shape[0], n_ids, str(identifiers_path)))
 
 
 def _write_per_task_csv(path: Path, challenges: Mapping[str, Any], ranked: Ranked, per_task_pass: dict,
@@ -387,12 +476,15 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
                    help="attempt used where the model gave fewer than two usable grids")
     p.add_argument("--top", type=int, default=10,
                    help="candidates per test input kept in predictions.json (trm report, trm pool)")
+    p.add_argument("--count-empty-predictions", action="store_true",
+                   help="empty predictions take votes and pass@K slots, as in upstream's evaluator (never submitted)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the recursion through torch.compile, as upstream evaluates (default: on CUDA only)")
     p.add_argument("--select", choices=SELECT_RULES, default=DEFAULT_RULE,
                    help=f"(default {DEFAULT_RULE}) how the two attempts are chosen among the top "
-                        "--select-candidates by votes: votes "
-                        "(count, then mean q), poe (product of the candidate's probabilities over "
-                        "--select-views augmented views), mean_logprob (per-token mean), votes_then_logprob, "
-                        "hybrid (log votes + mean view log-prob); see trm_core/rescore.py")
+                        "--select-candidates by votes: votes (count, then mean q), poe (product of the "
+                        "candidate's probabilities over --select-views augmented views), mean_logprob (per-token "
+                        "mean), votes_then_logprob, hybrid (log votes + mean view log-prob); see trm_core/rescore.py")
     p.add_argument("--select-candidates", type=int, default=Selection.candidates,
                    help="K: candidates per test input rescored (likelihood rules)")
     p.add_argument("--select-views", type=views_arg, default=Selection.views, metavar="M|all",
@@ -418,13 +510,18 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
         if not sep:
             p.error(f"--arch expects KEY=VALUE, got {item!r}")
         arch[key.strip()] = parse_value(value)
+    prepare_output_dir(args.output_dir)  # an unusable output folder fails now, not after the inference
     info = dist.init_distributed(args.device or "auto")
     try:
         metrics = run_eval(args.checkpoint, args.data, args.output_dir, arch=arch, steps=args.steps,
                            batch_size=args.batch_size, max_eval_augmentations=args.max_eval_augmentations,
                            challenges=args.challenges, solutions=args.solutions, rank_by=args.rank_by,
                            fallback=args.fallback, top=args.top, device=info.device, info=info,
-                           progress=not args.no_progress, selection=selection, deadline=args.deadline)
+                           progress=not args.no_progress, count_empty_predictions=args.count_empty_predictions,
+                           compile=args.compile, selection=selection, deadline=args.deadline)
+    except ValueError as e:  # CheckpointError included: a wrong checkpoint/dataset pair is the user's to fix
+        print(f"trm eval: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     finally:
         dist.cleanup()
     if metrics is not None:

@@ -11,8 +11,11 @@ cache layout (`HF_HUB_CACHE` or `cache_dir`: `models--OWNER--NAME/{refs,snapshot
 and how a Kaggle dataset holding a copied cache would be read. Tokens come from huggingface_hub's usual places
 (`HF_TOKEN`, the cached login); this module never reads, prints or uploads them.
 
-`push` uploads only files that match the allowlist, and never (whatever the allowlist) token/credential files,
-caches, `.git` or, unless `include_optimizer=True`, optimizer / training state.
+`push` decides by what a file is and holds, not by its name: only what a model repo needs (weights that load with
+weights_only=True, configs, identifiers, the card, metrics, curves; see `classify`), never hidden files, caches,
+logs or other files, and resume state (optimizer, ACT carries, RNG) only with `include_resume_state=True`.
+Every file that would leave, the generated card included, is scanned for credentials
+(`trm_core.secrets_scan`); one hit refuses the whole push, naming the file and the kind of token.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import fnmatch
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from trm_core.utils import sha256_file
+from trm_core.utils import prepare_output_dir, sha256_file
 
 
 @dataclass(frozen=True)
@@ -81,30 +85,137 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
         notes="settings not recorded here."),
 }
 
-DEFAULT_ALLOW = ("*.pt", "*.safetensors", "*.yaml", "*.yml", "*.json", "*.md", "step_*")
-# Never uploaded, whatever the allowlist says (fnmatch: `*` also matches `/`).
-DENY = ("*token*", "*secret*", "*credential*", "*password*", "*.netrc", "*kaggle.json", "*.env", ".env",
-        ".cache/*", "*/.cache/*", ".git/*", "*/.git/*", "*__pycache__*", "wandb/*", "*/wandb/*")
-OPTIMIZER_STATE = ("*train_state*", "*optim*", "*optimizer*")
+DEFAULT_ALLOW = ("*",)  # names only narrow the choice; what a file is and holds decides (see `classify`)
+RESUME_KEYS = frozenset({"optimizers", "optimizer", "carries", "torch_rng", "numpy_rng", "python_rng", "cuda_rng"})
+RESUME_NAMES = ("train_state*", "carry_rank*", "*optim*", "*optimizer*")
+WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+METRIC_NAMES = ("metrics.json", "metrics.jsonl", "*metrics*.json", "*metrics*.jsonl", "per_task.csv")
+CURVE_SUFFIXES = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff", ".jpeg": b"\xff\xd8\xff"}
+MAX_TEXT_BYTES = 64 * 1024 * 1024  # a config, card or metrics file larger than this is not one
 
 
-def _is_denied(rel: str, include_optimizer: bool) -> bool:
-    deny = DENY if include_optimizer else DENY + OPTIMIZER_STATE
-    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(Path(rel).name, p) for p in deny)
+def _torch_kind(path: Path) -> tuple[str | None, str]:
+    """("weights" | "resume" | None, why) for a torch file, read with weights_only=True (nothing in it runs)."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files cannot be mmapped: retry plainly
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - not loadable safely: never published
+            from trm_core.utils import weights_only_refusal
+
+            refused, reason = weights_only_refusal(e)
+            return None, (f"refused: holds Python objects weights_only loading does not allow ({reason})" if refused
+                          else f"not a readable torch file ({reason})")
+    if isinstance(obj, dict) and RESUME_KEYS & set(obj):
+        return "resume", "resume state (optimizer / ACT carries / RNG states)"
+    if isinstance(obj, dict) and any(isinstance(v, torch.Tensor) or isinstance(v, dict) for v in obj.values()):
+        return "weights", "weights"
+    return None, "a torch file without weights"
 
 
-def select_files(run_dir: str | Path, allow: Sequence[str] = DEFAULT_ALLOW, *,
-                 include_optimizer: bool = False) -> list[str]:
-    """Relative posix paths under `run_dir` that match `allow` and none of the deny patterns, sorted."""
+def _safetensors_ok(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= 100_000_000:
+                return False
+            header = json.loads(f.read(n))
+        return isinstance(header, dict)
+    except (OSError, ValueError):
+        return False
+
+
+def _text_kind(path: Path, kind: str) -> tuple[str | None, str]:
+    """A config/metrics/card text file: small, UTF-8, and (YAML/JSON) parsing to what the kind holds."""
+    if path.stat().st_size > MAX_TEXT_BYTES:
+        return None, f"larger than {MAX_TEXT_BYTES // 2**20} MB: not a {kind} file"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None, f"not UTF-8 text: not a {kind} file"
+    name = path.name.lower()
+    try:
+        if name.endswith((".yaml", ".yml")):
+            import yaml
+
+            ok = isinstance(yaml.safe_load(text), dict)
+        elif name.endswith(".jsonl"):
+            from trm_core.jsonio import loads
+
+            ok = all(isinstance(loads(line, file=path), dict) for line in text.splitlines() if line.strip())
+        elif name.endswith(".json"):
+            from trm_core.jsonio import loads
+
+            ok = isinstance(loads(text, file=path), (dict, list))
+        else:
+            ok = True
+    except Exception:  # noqa: BLE001 - yaml and JSON errors alike: the file is not what its name claims
+        ok = False
+    return (kind, kind) if ok else (None, f"does not parse as a {kind} file")
+
+
+def classify(run_dir: Path, rel: str) -> tuple[str | None, str]:
+    """What a file is, from its name *and* its content: (kind, why). Kinds a model repo needs: "weights",
+    "config", "identifiers", "card", "metrics", "curves"; "resume" is training state (uploaded only on request);
+    None is anything else (never uploaded: credentials, caches, logs, hidden files, code...)."""
+    path = run_dir / rel
+    parts = rel.split("/")
+    name = parts[-1].lower()
+    if any(p.startswith(".") for p in parts):
+        return None, "hidden file or folder"
+    if any(p in ("wandb", "__pycache__") for p in parts[:-1]):
+        return None, "a tool's cache or log folder"
+    suffix = Path(name).suffix
+    if suffix in WEIGHT_SUFFIXES or re.fullmatch(r"step_\d+", name):
+        kind, why = _torch_kind(path)
+        if kind == "weights" and any(fnmatch.fnmatch(name, p) for p in RESUME_NAMES):
+            return "resume", "resume state (by its name)"
+        return kind, why
+    if suffix == ".safetensors":
+        return ("weights", "weights") if _safetensors_ok(path) else (None, "not a safetensors file")
+    if suffix in (".yaml", ".yml", ".json") and "config" in name:
+        return _text_kind(path, "config")
+    if name == "identifiers.json":
+        return _text_kind(path, "identifiers")
+    if any(fnmatch.fnmatch(name, p) for p in METRIC_NAMES):
+        return _text_kind(path, "metrics")
+    if suffix == ".md":
+        return _text_kind(path, "card")
+    if suffix in CURVE_SUFFIXES:
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(8)
+        except OSError:
+            return None, "unreadable"
+        return ("curves", "curves") if magic.startswith(CURVE_SUFFIXES[suffix]) else (None, "not an image")
+    return None, "not a model-repo file (weights, config, card, metrics, curves)"
+
+
+def select_files(run_dir: str | Path, allow: Sequence[str] = DEFAULT_ALLOW, *, include_resume_state: bool = False,
+                 include_optimizer: bool | None = None, skipped: dict[str, str] | None = None) -> list[str]:
+    """Relative posix paths under `run_dir` that match `allow` and are, by content, files a model repo needs
+    (`classify`); resume state only with `include_resume_state`. Sorted. `skipped` receives the others' reasons.
+    Links are never followed (a link could point anywhere on the machine)."""
     run_dir = Path(run_dir)
+    include = include_resume_state or bool(include_optimizer)
     chosen = []
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir).as_posix()
-        if path.is_file() and not path.is_symlink() and any(fnmatch.fnmatch(rel, p) for p in allow) \
-                and not _is_denied(rel, include_optimizer):
-            chosen.append(rel)
+        if path.is_symlink() or not path.is_file() or not any(fnmatch.fnmatch(rel, p) for p in allow):
+            continue
+        kind, why = classify(run_dir, rel)
+        if kind == "resume" and not include:
+            why = "resume state (--include-resume-state to upload it)"
+            kind = None
+        if kind is None:
+            if skipped is not None:
+                skipped[rel] = why
+            continue
+        chosen.append(rel)
     return chosen
-
 
 
 def _read_arch(run_dir: Path) -> dict:
@@ -114,7 +225,10 @@ def _read_arch(run_dir: Path) -> dict:
     for name in ("config.yaml", "all_config.yaml"):
         path = run_dir / name
         if path.is_file():
-            data = yaml.safe_load(path.read_text()) or {}
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except Exception:  # noqa: BLE001 - an unreadable config leaves the card's settings unknown
+                return {}
             arch = data.get("arch", data) if isinstance(data, dict) else None  # a run config nests it under arch
             return arch if isinstance(arch, dict) else {}
     return {}
@@ -174,8 +288,7 @@ def fetch(repo_id: str, files: Sequence[str], local_dir: str | Path, revision: s
 
     if not files:
         raise ValueError("fetch: name at least one file (e.g. step_723914 all_config.yaml)")
-    local_dir = Path(local_dir)
-    local_dir.mkdir(parents=True, exist_ok=True)
+    local_dir = prepare_output_dir(local_dir)  # OutputPathError names the folder and the reason
     fetched, record = [], {}
     for name in files:
         try:
@@ -202,24 +315,37 @@ def fetch(repo_id: str, files: Sequence[str], local_dir: str | Path, revision: s
     return fetched
 
 
-def push(run_dir: str | Path, repo_id: str, *, allow: Sequence[str] = DEFAULT_ALLOW, include_optimizer: bool = False,
-         private: bool = True, dry_run: bool = False, base: str | None = None, metrics: dict | None = None,
+def push(run_dir: str | Path, repo_id: str, *, allow: Sequence[str] = DEFAULT_ALLOW,
+         include_resume_state: bool = False, include_optimizer: bool | None = None, private: bool = True,
+         dry_run: bool = False, base: str | None = None, metrics: dict | None = None,
          commit_message: str | None = None, api=None) -> dict:
-    """Upload the allowlisted files of `run_dir` plus a generated README.md model card to `repo_id`.
+    """Upload the model files of `run_dir` (see `select_files`) plus a generated README.md model card.
 
-    Returns the plan: `{"repo_id", "files": [...], "card": str, "private": bool, "uploaded": bool}`. With
-    `dry_run=True` nothing is imported or sent. `api` defaults to `huggingface_hub.HfApi()` (tests pass a local
-    stand-in with the same `create_repo` / `upload_folder` methods).
+    Returns the plan: `{"repo_id", "files": [...], "skipped": {file: reason}, "card": str, "private": bool,
+    "uploaded": bool}`. Raises SecretFoundError (a ValueError) when a file to upload holds a credential, dry run
+    or not. With `dry_run=True` nothing is imported or sent. `api` defaults to `huggingface_hub.HfApi()` (tests
+    pass a local stand-in with the same `create_repo` / `upload_folder` methods). `include_optimizer` is the
+    old name of `include_resume_state`.
     """
+    from trm_core.secrets_scan import Finding, SecretFoundError, refuse_if_secrets, scan_bytes
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"push: {run_dir} is not a folder")
-    files = [f for f in select_files(run_dir, allow, include_optimizer=include_optimizer) if f != "README.md"]
+    skipped: dict[str, str] = {}
+    files = [f for f in select_files(run_dir, allow, include_resume_state=include_resume_state,
+                                     include_optimizer=include_optimizer, skipped=skipped) if f != "README.md"]
     if not files:
-        raise ValueError(f"push: no file in {run_dir} matches {list(allow)}")
+        raise ValueError(f"push: no model file in {run_dir} (weights, config, card, metrics, curves) matches "
+                         f"{list(allow)}")
+    refuse_if_secrets(run_dir, files, action=f"push to {repo_id} refused")
     info = {f: ((run_dir / f).stat().st_size, sha256_file(run_dir / f)) for f in files}
     card = make_model_card(repo_id, info, arch=_read_arch(run_dir), base=base, metrics=metrics)
-    plan = {"repo_id": repo_id, "files": files, "card": card, "private": private, "uploaded": False}
+    kind = scan_bytes(card.encode())
+    if kind:
+        raise SecretFoundError([Finding("README.md (the generated card)", kind)], f"push to {repo_id} refused")
+    plan = {"repo_id": repo_id, "files": files, "skipped": skipped, "card": card, "private": private,
+            "uploaded": False}
     if dry_run:
         return plan
     if api is None:
@@ -227,7 +353,8 @@ def push(run_dir: str | Path, repo_id: str, *, allow: Sequence[str] = DEFAULT_AL
 
         api = HfApi()
     with tempfile.TemporaryDirectory(prefix="trm-push-") as tmp:
-        # Stage exactly the chosen files (hard links) and the card, so the upload cannot pick up anything else.
+        # Stage exactly the chosen files (hard links) and the card, and scan the stage once more, so the upload
+        # cannot pick up anything else.
         stage = Path(tmp)
         for f in files:
             (stage / f).parent.mkdir(parents=True, exist_ok=True)
@@ -236,6 +363,7 @@ def push(run_dir: str | Path, repo_id: str, *, allow: Sequence[str] = DEFAULT_AL
             except OSError:
                 shutil.copyfile(run_dir / f, stage / f)
         (stage / "README.md").write_text(card)
+        refuse_if_secrets(stage, action=f"push to {repo_id} refused")
         api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=str(stage), allow_patterns=[*files, "README.md"],
                           commit_message=commit_message or f"trm_core: upload {len(files)} files from {run_dir.name}")
@@ -257,8 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("push", help="upload a run's allowlisted files and a model card")
     p.add_argument("run_dir", type=Path)
     p.add_argument("repo_id")
-    p.add_argument("--allow", action="append", help=f"glob to upload, repeatable (default: {' '.join(DEFAULT_ALLOW)})")
-    p.add_argument("--include-optimizer", action="store_true", help="also upload optimizer / training state")
+    p.add_argument("--allow", action="append",
+                   help="only files matching this glob, repeatable (default: every model file; what a file is "
+                        "and holds decides, never its name alone)")
+    p.add_argument("--include-resume-state", "--include-optimizer", dest="include_resume_state",
+                   action="store_true", help="also upload resume state (optimizer, ACT carries, RNG states)")
     p.add_argument("--public", action="store_true", help="create the repo public (default: private)")
     p.add_argument("--base", help="the checkpoint this run was fine-tuned from, for the card")
     p.add_argument("--dry-run", action="store_true", help="print the file list and the card; upload nothing")
@@ -283,18 +414,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"  ({known.notes})")
             return 0
         plan = push(args.run_dir, args.repo_id, allow=args.allow or DEFAULT_ALLOW,
-                    include_optimizer=args.include_optimizer, private=not args.public, dry_run=args.dry_run,
+                    include_resume_state=args.include_resume_state, private=not args.public, dry_run=args.dry_run,
                     base=args.base)
         verb = "would upload" if args.dry_run else "uploaded"
         print(f"{verb} to {plan['repo_id']} ({'private' if plan['private'] else 'public'}):")
         for name in [*plan["files"], "README.md (generated model card)"]:
             print(f"  {name}")
+        if plan["skipped"]:
+            print(f"not uploaded ({len(plan['skipped'])}):")
+            for name, why in plan["skipped"].items():
+                print(f"  {name}: {why}")
         if args.dry_run:
             print("\n" + plan["card"])
         return 0
-    except (OSError, ValueError) as e:
-        print(f"trm hub: {e}", file=sys.stderr)
-        return 1
+    except (OSError, ValueError) as e:  # SecretFoundError included: one line naming the files, exit 2
+        print(f"trm hub: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -87,6 +87,8 @@ class KaggleRunConfig:
     dihedral_first: bool = False  # the plain dihedral versions first, then random colour permutations
     train_translation: bool = True  # random placement of the training pairs on the canvas (upstream's default)
     lr_min_ratio: float | None = None  # cosine decay to lr x this by the deadline; None = the config's (1 = flat)
+    optimizer: str | None = None  # adam_atan2 | adam_atan2_pytorch; None = the mode's config (the fork's recipes:
+    # adam_atan2_pytorch, whose steps are 1.27x upstream's at one lr)
     vote_aug: int = 512  # augmented versions per test input that vote (lowered if time is short)
     # Choosing the attempts (trm_core.rescore). Each extra costs inference rows, counted by the planner; when
     # time is short the runner drops them in this order: rescoring views, noisy passes, pooled checkpoints,
@@ -250,7 +252,7 @@ def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: s
                       max_train_seconds: float | None, lr: float | None, puzzle_emb_lr: float | None,
                       lr_warmup_steps: int | None, lora_rank: int | None, ema: bool | None, seed: int,
                       device: str, eval_batch_size: int, progress: bool, lr_min_ratio: float | None = None,
-                      planned_steps: int | None = None, keep_checkpoints: int = 1):
+                      planned_steps: int | None = None, optimizer: str | None = None, keep_checkpoints: int = 1):
     """The TrainConfig of one adaptation run (pure apart from reading the shipped YAML).
 
     `steps` caps the run; `planned_steps` (<= steps, default steps) is what the budget is expected to allow,
@@ -276,6 +278,7 @@ def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: s
     warmup = cfg.lr_warmup_steps if lr_warmup_steps is None else lr_warmup_steps
     cfg.lr_warmup_steps = min(warmup, max(1, steps // 10)) if lr_warmup_steps is None else warmup
     cfg.lr_min_ratio = cfg.lr_min_ratio if lr_min_ratio is None else lr_min_ratio
+    cfg.optimizer = cfg.optimizer if optimizer is None else optimizer
     if mode == "lora" and lora_rank is not None:
         cfg.lora = dict(cfg.lora or {}, rank=lora_rank)
     cfg.ema = cfg.ema if ema is None else ema
@@ -309,12 +312,13 @@ def fallback_challenges(challenges: dict) -> dict:
     """Every task id of a raw challenges dict with one usable test input grid per test entry.
 
     Unusable test inputs (or a test list that is not a list) become `[[0]]`; a task whose test field is not a
-    list gets one entry. This is what the submission is validated against, so malformed tasks cannot crash it.
+    list gets one entry, and a task with `"test": []` none (as `trm validate` expects: one entry per test input).
+    This is what the submission is validated against, so malformed tasks cannot crash it.
     """
     out = {}
     for task_id, task in challenges.items():
         tests = task.get("test") if isinstance(task, dict) else None
-        if not isinstance(tests, list) or not tests:
+        if not isinstance(tests, list):
             tests = [None]
         inputs = [(_usable_grid(t.get("input")) if isinstance(t, dict) else None) or [[0]] for t in tests]
         out[task_id] = {"test": [{"input": g} for g in inputs]}
@@ -408,21 +412,38 @@ def checkpoint_canvas(path: Path) -> int:
 # ----------------------------------------------------------------------------------------------------------
 
 class _Log:
-    """Phase timing: one JSON line per event in kaggle_log.jsonl, one printed line each."""
+    """Phase timing: one JSON line per event in kaggle_log.jsonl, one printed line each.
+
+    A log that cannot be written (a folder in its place, a read-only or full disk) never stops the run: the
+    first failure is printed once, naming the file and the reason, and the run goes on with printed lines only,
+    so the fallback submission is still written."""
 
     def __init__(self, path: Path, t0: float):
         self.path, self.t0 = path, t0
         self.phases: dict[str, float] = {}
         self._starts: dict[str, float] = {}
+        self.broken: str | None = None  # why the file cannot be written, once it failed
+
+    def _write(self, record: dict) -> None:
+        if self.broken is not None:
+            return
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record, default=str) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            from trm_core.utils import _why_not_writable
+
+            self.broken = ("a folder has that name" if self.path.is_dir()
+                           else _why_not_writable(self.path.parent, e))
+            print(f"[kaggle] cannot write {self.path}: {self.broken}; logging to the console only", flush=True)
 
     def event(self, phase: str, event: str, echo: bool = True, **data: Any) -> None:
         now = time.monotonic()
         record = {"time": round(time.time(), 3), "elapsed_s": round(now - self.t0, 3), "phase": phase,
                   "event": event, **data}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self._write(record)
         if not echo:
             return
         extra = " ".join(f"{k}={v}" for k, v in data.items() if k != "traceback")
@@ -563,8 +584,9 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
     if cfg.pool_checkpoints < 1:
         raise ValueError(f"pool_checkpoints must be >= 1, got {cfg.pool_checkpoints}")
     _selection(cfg)  # a wrong rule or a negative count fails here, before any work
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from trm_core.utils import prepare_output_dir
+
+    out = prepare_output_dir(cfg.output_dir)  # OutputPathError names the folder and the reason
     work = Path(cfg.work_dir) if cfg.work_dir else out / "trm_work"
     log = _Log(out / "kaggle_log.jsonl", t0)
     budget_s = cfg.budget_minutes * 60.0
@@ -620,10 +642,14 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         good_path = work / "challenges_valid.json"
         work.mkdir(parents=True, exist_ok=True)
         good_path.write_text(json.dumps(good))
+        # per-task randomness: adaptation starts a new id space (the puzzle table is re-initialised), so
+        # upstream's global id order buys nothing here, while per-task draws keep each task's augmentations the
+        # same whichever other tasks the hidden file holds (and whichever tasks were skipped as invalid).
         summary = build_dataset(None, data_dir, ["test"], test_set_names=["test"], num_aug=cfg.train_aug,
                                 seed=cfg.seed, canvas_size=canvas, skip_invalid=True, progress=cfg.progress,
                                 sources=[("test", good_path, None)], colour_permutation=cfg.colour_permutation,
-                                dihedral_first=cfg.dihedral_first, enable_train_translation=cfg.train_translation)
+                                dihedral_first=cfg.dihedral_first, enable_train_translation=cfg.train_translation,
+                                rng_scheme="per-task")
         for p in summary["problems"]:
             log.event(phase, "skipped", echo=False, problem=p)
         if summary["problems"]:
@@ -665,7 +691,7 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
                 lr=cfg.lr, puzzle_emb_lr=cfg.puzzle_emb_lr, lr_warmup_steps=cfg.lr_warmup_steps,
                 lora_rank=cfg.lora_rank, ema=cfg.ema, seed=cfg.seed, device=device,
                 eval_batch_size=cfg.eval_batch_size, progress=cfg.progress, lr_min_ratio=cfg.lr_min_ratio,
-                planned_steps=planned_steps, keep_checkpoints=keep_checkpoints)
+                planned_steps=planned_steps, optimizer=cfg.optimizer, keep_checkpoints=keep_checkpoints)
 
         def left() -> float:
             return budget_s - (time.monotonic() - t0)
@@ -781,7 +807,11 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         result["status"] = "ok"
         log.end(phase, predicted_tasks=len(test_puzzles), submission=str(sub_path))
     except Exception as e:  # noqa: BLE001 - any failure keeps the best submission written so far
+        from trm_core.jsonio import InputError
+
         result["errors"].append(f"{phase}: {type(e).__name__}: {e}")
+        if phase == "validate" and isinstance(e, InputError):
+            result["input_error"] = str(e)  # the challenges file itself is unusable: `trm kaggle` exits 2
         log.event(phase, "error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         if not sub_path.is_file() and "raw" in locals():
             try:
@@ -858,6 +888,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="random placement of training pairs on the canvas")
     p.add_argument("--lr-min-ratio", type=float, default=None,
                    help="cosine decay to lr x this by the training deadline (default: the mode's config, 1 = flat)")
+    p.add_argument("--optimizer", choices=("adam_atan2", "adam_atan2_pytorch"), default=None,
+                   help="default: the mode's config (the fork's recipes: adam_atan2_pytorch)")
     p.add_argument("--vote-aug", type=int, default=d.vote_aug, help="augmentations per test input that vote")
     p.add_argument("--select", default=d.select,
                    help=f"attempt selection rule (default {d.select}): votes | poe | mean_logprob | "
@@ -893,7 +925,12 @@ def main(argv: list[str] | None = None) -> int:
                     "trm kaggle")
     result = run_kaggle(cfg)
     print(format_result(result))
-    return 0 if result["status"] in ("ok", "fallback") else 1
+    if result["status"] in ("ok", "fallback"):
+        return 0
+    if result.get("input_error"):
+        print(f"trm kaggle: {result['input_error']}", file=sys.stderr)
+        return 2
+    return 1
 
 
 def steps_that_fit(budget_minutes: float, step_s: float, infer_row_s: float, test_inputs: int, vote_aug: int,

@@ -4,9 +4,10 @@
 - `rms_norm`: parameter-free RMSNorm computed in fp32 (TRM has no norm weights).
 - `CastedLinear` / `CastedEmbedding`: fp32 master weights cast to the activation dtype at every call (no autocast),
   so bf16 on GPU and fp32 on CPU run the same module.
-- `RotaryEmbedding` + `apply_rotary_pos_emb`: GPT-NeoX "half-split" RoPE over prefix + grid positions, in fp32.
+- `RotaryEmbedding` + `apply_rotary_pos_emb`: GPT-NeoX "half-split" RoPE over prefix + grid positions, in fp32,
+  with its tables computed on the device the module lives on (as upstream, which builds its model on the GPU).
 - `Attention`: non-causal multi-head attention through `F.scaled_dot_product_attention`; flash-attn is used only
-  when installed, on CUDA, in bf16/fp16 (never required).
+  when installed, on CUDA, in bf16/fp16 (never required), unless `attn_backend="sdpa"` (upstream: SDPA only).
 - `SwiGLU`: down(silu(gate) * up) with upstream's width rule (512 -> 1536).
 """
 
@@ -79,17 +80,37 @@ class CastedEmbedding(nn.Module):
         return F.embedding(ids, self.embedding_weight.to(dtype))
 
 
+def rope_tables(head_dim: int, max_positions: int, base: float,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each (max_positions, head_dim) fp32, computed on `device` (None: torch's default device)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    t = torch.arange(max_positions, dtype=torch.float32, device=device)
+    freqs = torch.outer(t, inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (S, head_dim): [f_0..f_31, f_0..f_31], NOT interleaved
+    return emb.cos(), emb.sin()
+
+
 class RotaryEmbedding(nn.Module):
-    """cos/sin tables for positions 0..max_positions-1 (prefix included), half-split layout, fp32."""
+    """cos/sin tables for positions 0..max_positions-1 (prefix included), half-split layout, fp32.
+
+    Upstream builds its model under `torch.device("cuda")`, so its tables come from the GPU's cos/sin, which
+    differ from the CPU's in the last bits. Ours are recomputed on the device the module is moved to, so a model
+    built on CPU and moved to the GPU holds the same tables as upstream's (non-persistent: never in a checkpoint).
+    """
 
     def __init__(self, head_dim: int, max_positions: int, base: float) -> None:
         super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        t = torch.arange(max_positions, dtype=torch.float32)
-        freqs = torch.outer(t, inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)  # (S, head_dim): [f_0..f_31, f_0..f_31], NOT interleaved
-        self.register_buffer("cos_cached", emb.cos(), persistent=False)
-        self.register_buffer("sin_cached", emb.sin(), persistent=False)
+        self.head_dim, self.max_positions, self.base = head_dim, max_positions, base
+        cos, sin = rope_tables(head_dim, max_positions, base)
+        self.register_buffer("cos_cached", cos, persistent=False)
+        self.register_buffer("sin_cached", sin, persistent=False)
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)  # moves (or casts) the buffers; then compute them again where they now are
+        device, dtype = self.cos_cached.device, self.cos_cached.dtype
+        cos, sin = rope_tables(self.head_dim, self.max_positions, self.base, device)
+        self.cos_cached, self.sin_cached = cos.to(dtype), sin.to(dtype)
+        return self
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cos_cached, self.sin_cached
@@ -121,16 +142,24 @@ def _flash_attn_func():
     return flash_attn_func
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+ATTN_BACKENDS = ("auto", "sdpa", "flash")
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Non-causal attention on (B, S, H, D) tensors, returning (B, S, H, D).
 
-    flash-attn takes (B, S, H, D) directly; SDPA wants (B, H, S, D). SDPA already dispatches to a flash kernel
-    on recent GPUs, so flash-attn is a small optional gain, not a requirement.
+    backend: "sdpa" = `F.scaled_dot_product_attention` only (upstream's code path, for parity checks);
+    "auto" = flash-attn when it imports and the tensors are CUDA bf16/fp16, else SDPA; "flash" = flash-attn
+    or an error. flash-attn takes (B, S, H, D) directly; SDPA wants (B, H, S, D). SDPA already dispatches to a
+    flash kernel on recent GPUs, so flash-attn is a small optional gain, not a requirement.
     """
-    if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
+    if backend != "sdpa" and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
         flash = _flash_attn_func()
         if flash is not None:
             return flash(q, k, v, causal=False)
+    if backend == "flash":
+        got = "no flash-attn installed" if _flash_attn_func() is None else f"{q.device.type} {q.dtype}"
+        raise RuntimeError(f"attn_backend='flash' needs the flash-attn package and CUDA bf16/fp16 tensors; got {got}")
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=False)
     return out.transpose(1, 2)
 
@@ -138,9 +167,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 class Attention(nn.Module):
     """Multi-head self-attention: qkv_proj rows are [Q | K | V], head h at rows h*D..h*D+D-1 in each."""
 
-    def __init__(self, hidden_size: int, num_heads: int) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, backend: str = "auto") -> None:
         super().__init__()
-        self.num_heads = num_heads
+        self.num_heads, self.backend = num_heads, backend
         self.head_dim = hidden_size // num_heads
         self.qkv_proj = CastedLinear(hidden_size, 3 * hidden_size, bias=False)
         self.o_proj = CastedLinear(hidden_size, hidden_size, bias=False)
@@ -151,7 +180,7 @@ class Attention(nn.Module):
         q, k, v = qkv.split(self.num_heads, dim=2)  # each (B, S, H, D)
         if cos_sin is not None:
             q, k = apply_rotary_pos_emb(q, k, *cos_sin)
-        out = attention(q, k, v).reshape(B, S, -1)  # (B, S, H*D)
+        out = attention(q, k, v, self.backend).reshape(B, S, -1)  # (B, S, H*D)
         return self.o_proj(out)
 
 

@@ -5,6 +5,10 @@ original layer untouched as `base_layer` and adds `lora_A` (r, in) and `lora_B` 
 
     y = base(x) + (dropout(x) @ A^T @ B^T) * alpha / r        (B = 0 at start: a fresh adapter is a no-op)
 
+The adapter product runs in fp32 and is cast to the activation dtype before the scale, as the fork computes it
+(fork: models/layers.py `CastedLinear.forward`); in bf16 the small update would lose its low bits (about 4% of a
+small model's argmaxes flip).
+
 State-dict names (a public interface). The full model state_dict stays upstream-compatible: the base weight keeps
 its key (`inner.L_level.layers.0.self_attn.qkv_proj.weight`, not `...qkv_proj.base_layer.weight`) and the
 adapters sit beside it as `...qkv_proj.lora_A` / `...qkv_proj.lora_B`. The fork's names (`..._lora_A`,
@@ -103,8 +107,9 @@ class LoRALinear(nn.Module):
         out = self.base_layer(x)
         if self.disabled or self.merged:
             return out
-        lora = F.linear(F.linear(self.dropout(x), self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
-        return out + lora * self.scaling
+        # The fork's numerics: dropout on the activations, the low-rank product in fp32, cast back, then scaled.
+        lora = F.linear(F.linear(self.dropout(x).to(torch.float32), self.lora_A.float()), self.lora_B.float())
+        return out + lora.to(out.dtype) * self.scaling
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, alpha={self.alpha}, merged={self.merged}, disabled={self.disabled}"

@@ -72,7 +72,7 @@ class Block(nn.Module):
         if config.mlp_t:
             self.mlp_t = SwiGLU(config.seq_len + config.prefix_len, config.expansion)
         else:
-            self.self_attn = Attention(config.hidden_size, config.num_heads)
+            self.self_attn = Attention(config.hidden_size, config.num_heads, config.attn_backend)
         self.mlp = SwiGLU(config.hidden_size, config.expansion)
 
     def forward(self, h: torch.Tensor, cos_sin) -> torch.Tensor:
@@ -118,13 +118,25 @@ class TRMInner(nn.Module):
         elif config.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(total_len, config.hidden_size, init_std=1.0 / self.embed_scale)
         self.L_level = ReasoningModule(config)
-        # Fixed random initial states, stored in bf16 exactly as upstream (part of every published checkpoint).
-        self.register_buffer("H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=torch.bfloat16), std=1))
-        self.register_buffer("L_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=torch.bfloat16), std=1))
+        # Fixed random initial states, part of every published checkpoint. Upstream creates them in forward_dtype
+        # (bf16 by default; fp32 models store fp32); "auto" keeps upstream's default bf16. A loaded file's
+        # dtype wins (see _load_from_state_dict): rounding an fp32 H_init to bf16 moves logits by ~1e-2.
+        init_dtype = torch.bfloat16 if config.forward_dtype == "auto" else getattr(torch, config.forward_dtype)
+        self.register_buffer("H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=init_dtype), std=1))
+        self.register_buffer("L_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=init_dtype), std=1))
         # q_head starts "never halt" (sigmoid(-5) ~ 0.007) with a zero weight.
         with torch.no_grad():
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """H_init / L_init take the dtype they have in the state_dict (load_state_dict would cast them to ours)."""
+        for name in ("H_init", "L_init"):
+            value = state_dict.get(prefix + name)
+            mine = getattr(self, name)
+            if isinstance(value, torch.Tensor) and value.dtype != mine.dtype and value.shape == mine.shape:
+                setattr(self, name, torch.empty_like(mine, dtype=value.dtype))  # still the registered buffer
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor, dtype: torch.dtype):
         """(B, S) tokens + (B,) ids -> (B, prefix + S, D): [puzzle prefix | tokens] * sqrt(D)."""
@@ -322,6 +334,20 @@ def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, dtype: tor
 LOSSES = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_entropy": softmax_cross_entropy}
 
 
+def row_metrics(preds: torch.Tensor, labels: torch.Tensor, q_halt: torch.Tensor,
+                halted: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Upstream ACTLossHead's per-row quantities, (B,) each: `valid` (halted with >= 1 label: the rows metrics
+    count), token `accuracy`, `exact` (every label right), `q_halt_correct` ((q_halt >= 0) == exact), and
+    `divisor` (B, 1) = max(1, labels) for per-row means. Shared by training and evaluation metrics."""
+    mask = labels != IGNORE_LABEL_ID
+    counts = mask.sum(-1)
+    divisor = counts.clamp_min(1).unsqueeze(-1)
+    correct = mask & (preds == labels)
+    exact = correct.sum(-1) == counts
+    return {"valid": halted & (counts > 0), "accuracy": (correct.float() / divisor).sum(-1), "exact": exact,
+            "q_halt_correct": (q_halt >= 0) == exact, "divisor": divisor}
+
+
 class ACTLossHead(nn.Module):
     """Wraps a TRM for training: total = lm_loss + 0.5 * (q_halt_loss + q_continue_loss), summed over the batch.
 
@@ -347,17 +373,13 @@ class ACTLossHead(nn.Module):
 
         with torch.no_grad():
             outputs["preds"] = logits.argmax(-1)
-            mask = labels != IGNORE_LABEL_ID
-            counts = mask.sum(-1)
-            divisor = counts.clamp_min(1).unsqueeze(-1)
-            correct = mask & (outputs["preds"] == labels)
-            seq_correct = correct.sum(-1) == counts
-            valid = carry.halted & (counts > 0)
+            rows = row_metrics(outputs["preds"], labels, q_halt, carry.halted)
+            valid, seq_correct, divisor = rows["valid"], rows["exact"], rows["divisor"]
             metrics = {
                 "count": valid.sum(),
-                "accuracy": torch.where(valid, (correct.float() / divisor).sum(-1), 0).sum(),
+                "accuracy": torch.where(valid, rows["accuracy"], 0).sum(),
                 "exact_accuracy": (valid & seq_correct).sum(),
-                "q_halt_accuracy": (valid & ((q_halt >= 0) == seq_correct)).sum(),
+                "q_halt_accuracy": (valid & rows["q_halt_correct"]).sum(),
                 "steps": torch.where(valid, carry.steps, 0).sum(),
             }
 

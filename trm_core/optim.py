@@ -4,6 +4,8 @@
   0.0.3 CUDA extension: no epsilon, a = b = 1, decoupled weight decay. Pure PyTorch (CPU and GPU); a
   `torch._foreach_*` path for many tensors; the fused `adam_atan2_backend` kernel only if it imports and the
   parameters are on CUDA.
+- `AdamATan2Pytorch`: the update of the `adam-atan2-pytorch` package (a = 1.27, bias corrections inside atan2),
+  which the Trelis fork trains with; its recipes' learning rates assume it (`optimizer: adam_atan2_pytorch`).
 - `SignSGDSparseEmbedding`: sign-SGD on the rows of the puzzle-embedding table that the batch used (upstream's
   `CastedSparseEmbeddingSignSGD_Distributed`), all-gathered across ranks.
 - `lr_at_step`: upstream's `cosine_schedule_with_warmup_lr_lambda` (linear warmup, cosine down to `min_ratio`).
@@ -159,6 +161,77 @@ class AdamATan2(torch.optim.Optimizer):
         _fused_backend().adam_atan2_cuda_impl_(
             params, [p.grad for p in params], [self.state[p]["exp_avg"] for p in params],
             [self.state[p]["exp_avg_sq"] for p in params], steps, group["lr"], b1, b2, group["weight_decay"])
+
+
+class AdamATan2Pytorch(torch.optim.Optimizer):
+    """The update of lucidrains' `adam-atan2-pytorch` (`adam_atan2_pytorch.AdamAtan2`, 0.4.1), which the Trelis
+    fork's pretrain.py uses, per element (t = this parameter's step count, from 1):
+
+        m = lerp(m, g, 1 - b1);  v = lerp(v, g^2, 1 - b2)
+        u = atan2(m / (1 - b1^t), b * sqrt(v / (1 - b2^t)))
+        p *= 1 - lr * wd;  p -= lr * a * u                        (a = 1.27, b = 1)
+
+    Against upstream's `AdamATan2` the step is a = 1.27 times larger at the same lr once the bias corrections
+    fade, and the early steps differ too (the corrections sit inside atan2). So the fork's learning rates mean
+    this optimizer; running them with upstream's gives ~1/1.27 of the fork's steps. The package's other options
+    (decoupled_wd, regen_reg_rate, cautious_wd/factor) keep the defaults the fork keeps and are not offered.
+    Same op order as the package, so on the same device the results agree to the bit; pure torch, any device.
+    `lr=0` is accepted (the trainer sets lr every step; the package asserts lr > 0 at construction).
+    """
+
+    def __init__(self, params: Iterable, lr: float = 0.0, betas: tuple[float, float] = (0.9, 0.95),
+                 weight_decay: float = 0.1, a: float = 1.27, b: float = 1.0) -> None:
+        if not (isinstance(lr, (int, float)) and lr >= 0.0):
+            raise ValueError(f"AdamATan2Pytorch: lr must be a number >= 0, got {lr!r}")
+        if len(betas) != 2 or not all(0.0 <= beta <= 1.0 for beta in betas):
+            raise ValueError(f"AdamATan2Pytorch: betas must be two numbers in [0, 1], got {betas!r}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"AdamATan2Pytorch: weight_decay must be >= 0, got {weight_decay!r}")
+        super().__init__(params, dict(lr=float(lr), betas=tuple(betas), weight_decay=float(weight_decay),
+                                      a=float(a), b=float(b)))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, wd, a, b = group["lr"], group["weight_decay"], group["a"], group["b"]
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamATan2Pytorch does not support sparse gradients")
+                grad = p.grad.float()
+                state = self.state[p]
+                if not state:  # the package's state keys, so its state dicts load here and back
+                    state["steps"] = 0
+                    state["exp_avg"] = torch.zeros_like(grad)
+                    state["exp_avg_sq"] = torch.zeros_like(grad)
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                steps = state["steps"] + 1
+                # bias corrections
+                bias_correct1 = 1.0 - beta1**steps
+                bias_correct2 = 1.0 - beta2**steps
+                # decay running averages
+                exp_avg.lerp_(grad, 1.0 - beta1)
+                exp_avg_sq.lerp_(grad * grad, 1.0 - beta2)
+                # a * atan2(m / bc1, b * sqrt(v / bc2)), in the package's order of operations
+                den = exp_avg_sq.mul(b * b / bias_correct2).sqrt_()
+                update = exp_avg.mul(1.0 / bias_correct1).atan2_(den)
+                x = p if p.dtype == torch.float32 else p.float()
+                if wd > 0.0:
+                    x.mul_(1.0 - lr * wd)
+                x.add_(update, alpha=-lr * a)
+                if x is not p:
+                    p.copy_(x)
+                state["steps"] = steps
+        return loss
+
+
+OPTIMIZERS = {"adam_atan2": AdamATan2, "adam_atan2_pytorch": AdamATan2Pytorch}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -317,4 +390,4 @@ class EMA:
             self.shadow[k].copy_(v)
 
 
-__all__ = ["AdamATan2", "EMA", "SignSGDSparseEmbedding", "lr_at_step"]
+__all__ = ["AdamATan2", "AdamATan2Pytorch", "EMA", "OPTIMIZERS", "SignSGDSparseEmbedding", "lr_at_step"]

@@ -15,7 +15,9 @@ wheel's own `Requires-Dist`. Sdist-only dependencies are built with `pip wheel` 
 Kaggle staging: one folder per Kaggle dataset (`weights`, `wheels`, `repo`) with its `dataset-metadata.json`, and a
 `kernel` folder with the notebook rendered by papermill `--prepare-only` plus `kernel-metadata.json`. The kaggle
 CLI is only ever run in a subprocess (`import kaggle` authenticates at import time), and only with `--upload`.
-Credentials are checked for presence, never read into output.
+Credentials are checked for presence, never read into output. Every staged folder is scanned for credentials
+(`trm_core.secrets_scan`) before anything could upload it; an existing `--out` folder holding files this tool did
+not stage is refused (nothing is deleted) unless `--force`.
 """
 
 from __future__ import annotations
@@ -368,10 +370,51 @@ def dataset_metadata(names: KaggleNames, slug: str, title: str, subtitle: str, d
             "licenses": [{"name": licence}]}
 
 
+STAGING_MARKER = ".trm-kaggle-staging"  # in the --out folder: its weights/wheels/repo/kernel are ours to replace
+
+
+def claim_staging_folder(out: Path, *, force: bool = False) -> Path:
+    """Make `out` a staging folder, refusing an existing one that holds anything this tool did not stage.
+
+    Nothing is ever deleted unasked: a non-empty `out` without the marker file is refused unless `force`, and
+    even then only the target subfolders (weights, wheels, repo, kernel) are replaced, never other files.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a folder")
+    if out.is_dir() and not (out / STAGING_MARKER).is_file():
+        theirs = sorted(p.name for p in out.iterdir())
+        if theirs and not force:
+            shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
+            raise ValueError(f"--out {out}: the folder exists and holds files this script did not stage ({shown}); "
+                             "nothing was deleted. Use a new or empty folder, or --force to replace only its "
+                             "weights/, wheels/, repo/ and kernel/ subfolders")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / STAGING_MARKER).write_text("Staged by trm_core.packaging (scripts/package_kaggle.sh); its weights/, "
+                                          "wheels/, repo/ and kernel/ subfolders are replaced on the next run.\n")
+    except OSError as e:
+        from trm_core.utils import OutputPathError, _why_not_writable
+
+        raise OutputPathError(e.errno, f"--out {out}: cannot write there: {_why_not_writable(out, e)}") from None
+    return out
+
+
 def _fresh(folder: Path) -> Path:
+    """An empty target subfolder of a staging folder (claimed first: see `claim_staging_folder`)."""
+    claim_staging_folder(folder.parent)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    return folder
+
+
+def check_staged(folder: Path, target: str) -> Path:
+    """Refuse (SecretFoundError, naming each file and the kind of token) a staged folder that holds credentials:
+    what is staged is what `kaggle datasets create/version` and `kernels push` would upload."""
+    from trm_core.secrets_scan import refuse_if_secrets
+
+    refuse_if_secrets(folder, action=f"Kaggle {target} staging refused (nothing uploaded)")
     return folder
 
 
@@ -407,7 +450,7 @@ def stage_weights(out: Path, names: KaggleNames, *, export_dir: Path | None = No
         f"Trunk-only export of a Tiny Recursive Model (model.pt, {size / 1e6:.1f} MB: weights, arch config and the "
         "mean puzzle embedding; no per-puzzle table), config.yaml (arch) and README.md (model card). "
         f"Load with trm_core.load_checkpoint('{names.mount(names.weights)}/model.pt'). {LICENCE_NOTE}"))
-    return folder
+    return check_staged(folder, "weights")
 
 
 def _copy_export(src: Path, folder: Path) -> None:
@@ -438,7 +481,7 @@ def stage_wheels(out: Path, names: KaggleNames, *, wheelhouse: Path | None = Non
         f"Install offline with: pip install --no-index --find-links {names.mount(names.wheels)} trm_core . "
         f"Wheels: {', '.join(wheels)}. manifest.json and SHA256SUMS list versions, tags and hashes. "
         "Third-party wheels keep their own licences. " + LICENCE_NOTE))
-    return folder
+    return check_staged(folder, "wheels")
 
 
 def stage_repo(out: Path, names: KaggleNames, *, repo_dir: Path = REPO_ROOT, ref: str = "HEAD") -> Path:
@@ -464,7 +507,7 @@ def stage_repo(out: Path, names: KaggleNames, *, repo_dir: Path = REPO_ROOT, ref
         f"git archive of trm_core at commit {commit}: library, configs and notebooks. "
         f"Install with pip install --no-index --find-links {names.mount(names.wheels)} trm_core, or put "
         f"{names.mount(names.repo)} on sys.path. {LICENCE_NOTE}"))
-    return folder
+    return check_staged(folder, "repo")
 
 
 def notebook_parameters(names: KaggleNames, extra: Mapping[str, object] = ()) -> dict:
@@ -510,7 +553,7 @@ def stage_notebook(out: Path, names: KaggleNames, *, notebook: Path, params: Map
     if pin_image:
         meta["docker_image_pinning_type"] = pin_image  # "original" keeps the image (python/torch ABI) of the first run
     write_json(folder / "kernel-metadata.json", meta)
-    return folder
+    return check_staged(folder, "kernel")
 
 
 def kaggle_commands(target: str, folder: Path, *, create: bool, message: str,
@@ -617,6 +660,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode.add_argument("--dry-run", action="store_true", help="stage and print the kaggle commands (the default)")
     mode.add_argument("--upload", action="store_true", help="stage, then run the kaggle commands (needs credentials)")
     ks.add_argument("--create", action="store_true", help="with --upload: first upload (datasets create)")
+    ks.add_argument("--force", action="store_true",
+                    help="stage into an existing --out that holds other files (only its weights/, wheels/, repo/ "
+                         "and kernel/ subfolders are replaced)")
     _wheelhouse_args(ks)
     args = parser.parse_args(argv)
 
@@ -629,8 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_wheelhouse(args.out, project_dir=args.project_dir, **build_kw)
             return 0
         return _kaggle_stage(args, build_kw)
-    except (ValueError, RuntimeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, RuntimeError, OSError) as e:  # SecretFoundError (a ValueError) included: one line
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
 
 
@@ -655,7 +701,7 @@ def _kaggle_stage(args: argparse.Namespace, build_kw: dict) -> int:
             raise ValueError(f"--param {kv!r}: expected KEY=VALUE")
         params[key] = parse_value(value)
 
-    out: Path = args.out
+    out: Path = claim_staging_folder(args.out, force=args.force)
     targets = TARGETS if args.target == "all" else (args.target,)
     staged: dict[str, Path] = {}
     for target in targets:

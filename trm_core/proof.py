@@ -55,6 +55,7 @@ PROOF_DEFAULTS: dict[str, Any] = {
     "translate": False,  # random placement on the canvas: a harder problem than this budget can learn
     "global_batch_size": 14,  # at most the demonstration pairs of one epoch (one augmented version per task)
     "lr": 2e-3,  # 5e-3 learns faster at first, then degrades; 1e-2 diverges
+    "optimizer": "adam_atan2",  # what lr was tuned with (the `full` mode's fork recipe steps 1.27x further)
     "lr_warmup_steps": 100,
     "puzzle_emb_lr": 1e-2,  # weight decays are the `full` mode's (cfg_posttrain): 0.1 for both
     "eval_batch_size": 256,
@@ -130,7 +131,7 @@ def kaggle_config(settings: dict, challenges_file: Path, solutions_file: Path, o
         output_dir=str(out), work_dir=str(out / "work"), budget_minutes=budget_minutes, mode=mode,
         steps=s["max_steps"], batch_size=s["global_batch_size"], eval_batch_size=s["eval_batch_size"],
         lr=s["lr"], puzzle_emb_lr=s["puzzle_emb_lr"], lr_warmup_steps=s["lr_warmup_steps"],
-        lr_min_ratio=s["lr_min_ratio"], ema=s["ema"], train_aug=s["num_aug"],
+        lr_min_ratio=s["lr_min_ratio"], optimizer=s["optimizer"], ema=s["ema"], train_aug=s["num_aug"],
         colour_permutation=s["colour_permutation"], dihedral_first=s["dihedral_first"], train_translation=s["translate"],
         vote_aug=s["num_aug"] if s["eval_max_augmentations"] is None else s["eval_max_augmentations"],
         seed=s["seed"], hidden_rerun_factor=1.0, safety_margin=s["safety_margin"], device="cpu", nproc=1,
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         key, _, value = item.partition("=")
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON (or a 5,000-digit number): kept as the string given
             pass
         if key.startswith("arch."):
             settings["arch"][key[5:]] = value

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import json
 import struct
 import zlib
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from trm_core.jsonio import check_metrics, check_predictions, read_json
 from trm_core.utils import atomic_write_text
 
 # The ARC palette (arcprize.org / the ARC testing interface), indexed by colour 0..9.
@@ -148,9 +148,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, top: int
     pred_path = run_dir / "predictions.json"
     if not pred_path.exists():
         raise FileNotFoundError(f"{pred_path} not found: run `trm eval --output-dir {run_dir}` first")
-    predictions = json.loads(pred_path.read_text())
+    # The input boundary: limits, then the shape (every grid rectangular with colours 0..9, votes and q numbers).
+    predictions = check_predictions(read_json(pred_path, tasks_at=("tasks",)), pred_path)
     metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
+    metrics = check_metrics(read_json(metrics_path, tasks_at=None), metrics_path) if metrics_path.exists() else None
     page = render_html(predictions, metrics, top=top, only_unsolved=only_unsolved, title=f"trm eval: {run_dir}")
     return atomic_write_text(Path(out) if out else run_dir / "report.html", page)
 
@@ -165,9 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=3, help="candidates shown per test input")
     p.add_argument("--only-unsolved", action="store_true", help="hide test inputs solved by attempt 1 or 2")
     args = p.parse_args(argv)
-    try:
-        path = write_report(args.run_dir, args.out, top=args.top, only_unsolved=args.only_unsolved)
-    except FileNotFoundError as e:
-        p.error(str(e))
+    # A missing or malformed predictions.json, or an unusable --out, is one line and exit 2 (trm_core.cli).
+    path = write_report(args.run_dir, args.out, top=args.top, only_unsolved=args.only_unsolved)
     print(f"wrote {path}")
     return 0

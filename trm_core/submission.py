@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from trm_core.utils import atomic_write_text
+from trm_core.jsonio import short, show_id
+from trm_core.utils import atomic_write_text, prepare_output_dir
 from trm_core.voting import MAX_SIDE, Ranked
 
 FALLBACKS = ("input", "zeros")
@@ -32,9 +33,10 @@ def _test_inputs_of(challenges: Mapping[str, Any]) -> dict[str, list[Any]]:
 def make_submission(challenges: Mapping[str, Any], ranked: Ranked, fallback: str = "input") -> dict:
     """The ARC Prize submission for every task of `challenges` (raw challenges dict), test inputs in order.
 
-    attempt_1/attempt_2 are the two best candidates. Where fewer than two exist the gap is filled with the
-    fallback: "input" = the test input itself (right for the rare identity-like task, and always a valid grid),
-    "zeros" = [[0]]. So the file is complete whatever the model did.
+    attempt_1/attempt_2 are the two best candidates that are grids (an empty prediction, kept as a candidate
+    when upstream's counting is asked for, is skipped: Kaggle rejects a 0x0 grid). Where fewer than two exist
+    the gap is filled with the fallback: "input" = the test input itself (right for the rare identity-like
+    task, and always a valid grid), "zeros" = [[0]]. So the file is complete whatever the model did.
     """
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
@@ -42,7 +44,7 @@ def make_submission(challenges: Mapping[str, Any], ranked: Ranked, fallback: str
     for task_id, inputs in _test_inputs_of(challenges).items():
         entries = []
         for i, grid in enumerate(inputs):
-            attempts = [c.grid.tolist() for c in ranked.get((task_id, i), [])[:2]]
+            attempts = [c.grid.tolist() for c in ranked.get((task_id, i), []) if c.grid.size][:2]
             spare = [[int(v) for v in row] for row in grid] if fallback == "input" else [[0]]
             while len(attempts) < 2:
                 attempts.append(spare)
@@ -56,15 +58,47 @@ def write_submission(path: str | Path, submission: Mapping[str, Any]) -> Path:
     return atomic_write_text(path, json.dumps(submission, separators=(",", ":")))
 
 
+def _read(obj_or_path: Any) -> tuple[Any, Any]:
+    """(content, name for messages): a path is read through the input boundary (limits, duplicate ids)."""
+    if isinstance(obj_or_path, (str, Path)):
+        from trm_core.jsonio import read_json
+
+        return read_json(obj_or_path), obj_or_path
+    return obj_or_path, None
+
+
+def read_challenges(obj_or_path: Any, *, need_inputs: bool = True) -> dict:
+    """A challenges dict or file, checked (`trm_core.jsonio.check_challenges`); raises InputError."""
+    from trm_core.jsonio import check_challenges
+
+    data, name = _read(obj_or_path)
+    return check_challenges(data, name or "challenges", need_inputs=need_inputs)
+
+
+def read_solutions(obj_or_path: Any) -> dict:
+    """A solutions dict or file (task id -> output grids), checked; a challenges file is named as such."""
+    from trm_core.jsonio import check_solutions
+
+    data, name = _read(obj_or_path)
+    return check_solutions(data, name or "solutions")
+
+
+def read_submission(obj_or_path: Any) -> dict:
+    """A submission dict or file: readable JSON with an object at the top (entries are `validate_submission`'s)."""
+    from trm_core.jsonio import check_submission_object
+
+    data, name = _read(obj_or_path)
+    return check_submission_object(data, name or "submission")
+
+
 def _load(obj_or_path: Any, what: str) -> tuple[Any, list[str]]:
-    if not isinstance(obj_or_path, (str, Path)):
-        return obj_or_path, []
-    from trm_core.data.arc import TaskError, load_challenges_json
+    """(checked challenges or solutions, []) or (None, [the problem]); kept for callers of the old API."""
+    from trm_core.jsonio import InputError
 
     try:
-        return load_challenges_json(obj_or_path), []
-    except TaskError as e:
-        return None, [f"{what}: {e}"]
+        return (read_solutions(obj_or_path) if what == "solutions" else read_challenges(obj_or_path)), []
+    except InputError as e:
+        return None, [str(e)]
 
 
 def _grid_problems(grid: Any, where: str) -> list[str]:
@@ -85,7 +119,7 @@ def _grid_problems(grid: Any, where: str) -> list[str]:
     if not_lists:
         problems.append(f"{where}: rows {not_lists[:5]} are not lists (a grid is a list of rows of ints)")
     if bad:
-        problems.append(f"{where}: {len(bad)} values outside the integers 0..9, e.g. {bad[:3]!r}")
+        problems.append(f"{where}: {len(bad)} values outside the integers 0..9, e.g. {short(bad[:3])}")
     if 0 in widths:
         problems.append(f"{where}: grid has an empty row")
     if len(widths) > 1:
@@ -95,39 +129,54 @@ def _grid_problems(grid: Any, where: str) -> list[str]:
     return problems
 
 
-def validate_submission(submission: Any, challenges: Any) -> list[str]:
+def validate_submission(submission: Any, challenges: Any, *, name: str | Path | None = None) -> list[str]:
     """Every problem that would make Kaggle reject or mis-score `submission` (dict or path) against
-    `challenges` (raw dict or path, .json or .json.gz); an empty list means the file is valid."""
-    if isinstance(submission, (str, Path)):
-        try:
-            with open(submission, encoding="utf-8") as f:
-                submission = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            return [f"submission: not readable as JSON ({e})"]
-    challenges, problems = _load(challenges, "challenges")
-    if problems:
-        return problems
-    if not isinstance(submission, dict):
-        return [f"submission: top level must be an object task id -> list, got {type(submission).__name__}"]
+    `challenges` (raw dict or path, .json or .json.gz); an empty list means the file is valid.
+
+    A challenges file that cannot be used raises InputError (it is not the thing being judged); a task with
+    `"test": []` has no test input and expects `[]`. A submission file that cannot be read is one problem.
+    Problems start with `name` (default: the submission's path, if one is given)."""
+    from trm_core.jsonio import InputError
+
+    if name is None and isinstance(submission, (str, Path)):
+        name = submission
+    challenges = read_challenges(challenges, need_inputs=False)
+    try:
+        content = _read(submission)[0]
+    except InputError as e:
+        return [str(e)]
+    return _validate_content(content, challenges, name)
+
+
+def _validate_content(submission: Any, challenges: dict, name: Any) -> list[str]:
+    """`validate_submission` on parsed content (a JSON string at the top is content, never a path)."""
+    from trm_core.jsonio import InputError, check_submission_object
+
+    try:
+        submission = check_submission_object(submission, name or "submission")
+    except InputError as e:
+        return [str(e)]
+    prefix = f"{name}: " if name is not None else ""
+    problems = []
     for task_id in challenges:
         if task_id not in submission:
-            problems.append(f"task {task_id}: missing")
+            problems.append(f"{prefix}task {show_id(task_id)}: missing")
     for task_id in submission:
         if task_id not in challenges:
-            problems.append(f"task {task_id}: not in the challenges file")
+            problems.append(f"{prefix}task {show_id(task_id)}: not in the challenges file")
     for task_id, task in challenges.items():
         entries = submission.get(task_id)
         if entries is None:
             continue
         if not isinstance(entries, list):
-            problems.append(f"task {task_id}: must be a list (one entry per test input), "
+            problems.append(f"{prefix}task {show_id(task_id)}: must be a list (one entry per test input), "
                             f"got {type(entries).__name__}")
             continue
         n_test = len(task["test"])
         if len(entries) != n_test:
-            problems.append(f"task {task_id}: {len(entries)} entries for {n_test} test inputs")
+            problems.append(f"{prefix}task {show_id(task_id)}: {len(entries)} entries for {n_test} test inputs")
         for i, entry in enumerate(entries):
-            where = f"task {task_id} test {i}"
+            where = f"{prefix}task {show_id(task_id)} test {i}"
             if not isinstance(entry, dict):
                 problems.append(f"{where}: must be an object with attempt_1 and attempt_2, "
                                 f"got {type(entry).__name__}")
@@ -139,20 +188,18 @@ def validate_submission(submission: Any, challenges: Any) -> list[str]:
                     problems.extend(_grid_problems(entry[key], f"{where} {key}"))
             extra = sorted(set(entry) - {"attempt_1", "attempt_2"})
             if extra:
-                problems.append(f"{where}: unexpected keys {extra}")
+                problems.append(f"{where}: unexpected keys {[show_id(k) for k in extra[:5]]}")
     return problems
 
 
 def score_submission(submission: Any, solutions: Any) -> tuple[float, dict[str, list[bool]]]:
     """Kaggle's score: a test output counts 1 if attempt_1 or attempt_2 equals it exactly; the score is the
     number of such outputs over all test outputs of `solutions` (dict or path). Also returns, per task, one
-    bool per test output. A missing or malformed entry counts as wrong."""
-    if isinstance(submission, (str, Path)):
-        with open(submission, encoding="utf-8") as f:
-            submission = json.load(f)
-    solutions, problems = _load(solutions, "solutions")
-    if problems:
-        raise ValueError(problems[0])
+    bool per test output. A missing or malformed entry counts as wrong. Files go through the input boundary:
+    an unreadable submission, a malformed solutions file or a challenges file passed as solutions raise
+    InputError."""
+    solutions = read_solutions(solutions)
+    submission = read_submission(submission)
     per_task: dict[str, list[bool]] = {}
     for task_id, outputs in solutions.items():
         entries = submission.get(task_id)
@@ -187,10 +234,10 @@ def main_score(argv: Sequence[str] | None = None) -> int:
     p.add_argument("solutions", help="task id -> [output grid per test input] (.json or .json.gz)")
     p.add_argument("--quiet", action="store_true", help="print only the score")
     args = p.parse_args(argv)
-    score, per_task = score_submission(args.submission, args.solutions)
+    score, per_task = score_submission(args.submission, args.solutions)  # InputError: one line, exit 2 (trm_core.cli)
     if not args.quiet:
         for task_id, results in per_task.items():
-            print(f"{task_id}  {sum(results)}/{len(results)}  {' '.join('1' if r else '0' for r in results)}")
+            print(f"{show_id(task_id)}  {sum(results)}/{len(results)}  {' '.join('1' if r else '0' for r in results)}")
     total = sum(len(r) for r in per_task.values())
     print(f"score {score:.4f} ({sum(sum(r) for r in per_task.values())}/{total} test outputs, "
           f"{len(per_task)} tasks)")
@@ -203,11 +250,16 @@ def main_validate(argv: Sequence[str] | None = None) -> int:
         description="Example:\n  trm validate /kaggle/working/submission.json "
                     "/kaggle/input/arc-prize-2025/arc-agi_test_challenges.json\n\n"
                     "Check a submission.json against a challenges file. Exit 0 and print 'valid' only for a\n"
-                    "valid file; otherwise print one line per problem and exit 1.")
+                    "valid file; otherwise print one line per problem and exit 1. A file that cannot be read\n"
+                    "as JSON, or a challenges file that cannot be used, is one line on stderr and exit 2.")
     p.add_argument("submission")
     p.add_argument("challenges")
     args = p.parse_args(argv)
-    problems = validate_submission(args.submission, args.challenges)
+    from trm_core.jsonio import read_json
+
+    challenges = read_challenges(args.challenges, need_inputs=False)  # InputError: exit 2 (trm_core.cli)
+    submission = read_json(args.submission)
+    problems = _validate_content(submission, challenges, args.submission)
     for line in problems:
         print(line)
     if not problems:
@@ -219,18 +271,12 @@ def pool_predictions(prediction_files: Sequence[str | Path], challenges: Any, *,
                      fallback: str = "input") -> dict:
     """One submission from several evaluations' predictions.json files (an ensemble): votes of identical grids
     add up (`trm_core.voting.pool_ranked`). `challenges` (dict or path) decides the tasks and test inputs."""
+    from trm_core.jsonio import check_predictions, read_json
     from trm_core.voting import pool_ranked, ranked_from_predictions
 
-    chal, problems = _load(challenges, "challenges")
-    if problems:
-        raise ValueError(problems[0])
-    rankeds = []
-    for path in prediction_files:
-        try:
-            with open(path, encoding="utf-8") as f:
-                rankeds.append(ranked_from_predictions(json.load(f)))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: {e}") from None
+    chal = read_challenges(challenges)
+    rankeds = [ranked_from_predictions(check_predictions(read_json(path, tasks_at=("tasks",)), path))
+               for path in prediction_files]
     return make_submission(chal, pool_ranked(rankeds, rank_by), fallback)
 
 
@@ -241,32 +287,21 @@ def write_pooled(prediction_files: Sequence[str | Path], challenges: Any, output
     predictions.json (the pooled candidates and votes, for `trm report`) and metrics.json (pass@K and the
     Kaggle score when `solutions` -- dict, path, or None for the truths stored in the files -- are known)."""
     from trm_core.evaluate import _predictions_json
+    from trm_core.jsonio import check_predictions, read_json
     from trm_core.voting import pass_at_k, pool_ranked, ranked_from_predictions
 
-    chal, problems = _load(challenges, "challenges")
-    if problems:
-        raise ValueError(problems[0])
+    chal = read_challenges(challenges)
     rankeds, truths = [], {}
     for path in prediction_files:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-            rankeds.append(ranked_from_predictions(data))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: {e}") from None
+        data = check_predictions(read_json(path, tasks_at=("tasks",)), path)
+        rankeds.append(ranked_from_predictions(data))
         for task_id, entries in data["tasks"].items():
-            if all(e.get("truth") is not None for e in entries):
+            if entries and all(e.get("truth") is not None for e in entries):
                 truths.setdefault(task_id, [e["truth"] for e in entries])
-    if solutions is not None:
-        sols, problems = _load(solutions, "solutions")
-        if problems:
-            raise ValueError(problems[0])
-    else:
-        sols = truths or None
+    sols = read_solutions(solutions) if solutions is not None else (truths or None)
     ranked = pool_ranked(rankeds, rank_by)
     submission = make_submission(chal, ranked, fallback)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = prepare_output_dir(output_dir)
     write_submission(output_dir / "submission.json", submission)
     metrics: dict[str, Any] = {"evaluations": len(rankeds), "pooled_from": [str(p) for p in prediction_files],
                                "rank_by": rank_by, "tasks": len(chal)}

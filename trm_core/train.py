@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,7 @@ import torch
 
 from trm_core import dist as trm_dist
 from trm_core.config import (ArchConfig, ConfigError, apply_overrides, from_dict, load_yaml, save_yaml, to_dict)
-from trm_core.utils import Progress, atomic_torch_save, atomic_write_text, seed_everything
+from trm_core.utils import Progress, atomic_torch_save, atomic_write_text, seed_everything, weights_only_refusal
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -57,9 +58,14 @@ class TrainConfig:
     epochs: int = 100000
     eval_interval: int | None = 10000  # epochs between evaluations; None = only at the end
     evaluate: bool = True  # run inference + voting + pass@K on the test split at each evaluation
-    min_eval_interval: int = 0  # first evaluation after this many eval intervals
+    min_eval_interval: int = 0  # skip the evaluations of the first this-many intervals (upstream's rule)
+    # Upstream's evaluator never clears its votes: each evaluation's pass@K and submission pool every earlier
+    # evaluation of the run (its aggregated_voting=True). False = each evaluation votes on its own predictions.
+    aggregated_voting: bool = False
+    count_empty_predictions: bool = False  # empty predictions take votes / pass@K slots, as upstream counts them
     max_steps: int | None = None  # stop early (smoke tests, deadlines); None = the schedule's total steps
     max_train_seconds: float | None = None  # wall-clock budget for the training loop (checked every step)
+    optimizer: str = "adam_atan2"  # upstream's AdamATan2 | adam_atan2_pytorch (the fork's, a = 1.27; see optim.py)
     lr: float = 1e-4
     lr_min_ratio: float = 1.0  # 1.0 = constant after warmup (upstream's default); < 1: cosine decay to lr x this
     # at total_steps, or when max_train_seconds is up if that comes first
@@ -74,17 +80,22 @@ class TrainConfig:
     freeze_weights: bool = False  # train the puzzle embeddings only (trunk gradients are not computed)
     freeze_weights_epochs: int | None = None  # embeddings only for this many epochs, then everything
     load_checkpoint: str | None = None  # start from these weights (any format trm_core loads)
-    puzzle_emb_reinit_strategy: str = "mean"  # when the loaded table's size differs: mean | normal
+    # when the loaded table's size differs: mean | normal (re-initialise it); keep = the checkpoint was trained on
+    # this very dataset: use its rows as they are, and refuse a table that does not match the identifiers
+    puzzle_emb_reinit_strategy: str = "mean"
     resume: str | None = None  # a run folder (or a checkpoint folder in it) to continue exactly
     checkpoint_every_eval: bool = True
     checkpoint_every_n_steps: int | None = None
     keep_last_checkpoints: int = 3
     eval_max_augmentations: int | None = None  # cap augmented versions per task at evaluation
     # How evaluations choose the attempts: trm_core.rescore.Selection fields (rule, candidates, views,
-    # noise_scale, noise_samples, noise_seed); None = votes. Likelihood rules also log every rule's pass@K.
+    # noise_scale, noise_samples, noise_seed); None = the default (mean_logprob over every view). Likelihood
+    # rules also log every rule's pass@K. {"rule": "votes"} = upstream's choice, at no extra cost.
     eval_selection: dict | None = None
-    pool_last_n: int = 1  # > 1: each evaluation also writes eval/step_N/pooled_last_N/ from the last N
-    # evaluations' votes (checkpoints as an ensemble, as upstream's aggregated voting; see trm pool)
+    # > 1: each evaluation also writes eval/step_N/pooled_last_N/ from the last N evaluations' predictions.json
+    # (a sliding window of checkpoints as an ensemble, like `trm pool`); aggregated_voting pools every
+    # evaluation into the evaluation's own outputs instead (upstream parity).
+    pool_last_n: int = 1
     max_examples_per_puzzle: int | None = None
     eval_batch_size: int | None = None  # rows per eval forward on each rank; None = micro/local batch
     seed: int = 0
@@ -125,8 +136,13 @@ def validate_config(cfg: TrainConfig, source: str = "config") -> None:
     from_dict(ArchConfig, {k: v for k, v in cfg.arch.items() if k not in dataset_fields}, f"{source}: arch")
     if cfg.lora is not None:
         from_dict(LoraConfig, cfg.lora, f"{source}: lora")
-    if cfg.puzzle_emb_reinit_strategy not in ("mean", "normal"):
-        raise ConfigError(f"{source}: puzzle_emb_reinit_strategy must be mean or normal")
+    if cfg.puzzle_emb_reinit_strategy not in ("mean", "normal", "keep"):
+        raise ConfigError(f"{source}: puzzle_emb_reinit_strategy must be mean, normal or keep")
+    if cfg.optimizer not in ("adam_atan2", "adam_atan2_pytorch"):
+        raise ConfigError(f"{source}: optimizer must be adam_atan2 (upstream) or adam_atan2_pytorch (Trelis fork), "
+                          f"got {cfg.optimizer!r}")
+    if cfg.min_eval_interval < 0:
+        raise ConfigError(f"{source}: min_eval_interval must be >= 0")
     if cfg.global_batch_size < 1 or cfg.epochs < 1:
         raise ConfigError(f"{source}: global_batch_size and epochs must be >= 1")
     if cfg.eval_interval is not None and cfg.epochs % cfg.eval_interval:
@@ -175,6 +191,7 @@ class Trainer:
         self.run_dir: Path | None = None
         self._last_eval_step: int | None = None
         self._elapsed = 0.0  # training seconds so far, averaged over ranks (with max_train_seconds only)
+        self.vote_pool = None  # with aggregated_voting: the votes of every evaluation so far (rank 0)
 
     # --- setup ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -266,8 +283,13 @@ class Trainer:
             from trm_core.checkpoint import load_checkpoint
 
             # Architecture from the checkpoint; cfg.arch only fills what it does not record (and must agree).
+            # "keep": the rows are used as trained, so the table must fit this dataset's identifiers (refused
+            # otherwise, naming both sizes).
+            keep = cfg.puzzle_emb_reinit_strategy == "keep"
+            identifiers = Path(cfg.data_paths[0]) / "identifiers.json"
             model = load_checkpoint(cfg.load_checkpoint, num_puzzle_identifiers=meta.num_puzzle_identifiers,
-                                    puzzle_emb_reinit=cfg.puzzle_emb_reinit_strategy, **cfg.arch)
+                                    puzzle_emb_reinit=cfg.puzzle_emb_reinit_strategy,
+                                    identifiers_path=identifiers if keep and identifiers.exists() else None, **cfg.arch)
         else:
             model = build_model(from_dict(ArchConfig, dict(cfg.arch, seq_len=meta.seq_len, vocab_size=meta.vocab_size,
                                                            num_puzzle_identifiers=meta.num_puzzle_identifiers), "arch"))
@@ -301,7 +323,7 @@ class Trainer:
         self._trunk_frozen = frozen
 
     def _setup_optimizers(self) -> None:
-        from trm_core.optim import EMA, AdamATan2, SignSGDSparseEmbedding
+        from trm_core.optim import EMA, OPTIMIZERS, SignSGDSparseEmbedding
 
         cfg = self.cfg
         self.optimizers: dict[str, Any] = {}
@@ -310,8 +332,8 @@ class Trainer:
                 self.model.puzzle_emb, lr=0.0, weight_decay=cfg.puzzle_emb_weight_decay, dist=self.info)
         params = self.trainable_parameters()
         if params:
-            self.optimizers["trunk"] = AdamATan2(params, lr=0.0, betas=(cfg.beta1, cfg.beta2),
-                                                 weight_decay=cfg.weight_decay)
+            self.optimizers["trunk"] = OPTIMIZERS[cfg.optimizer](params, lr=0.0, betas=(cfg.beta1, cfg.beta2),
+                                                                 weight_decay=cfg.weight_decay)
         self.base_lrs = {"puzzle_emb": cfg.puzzle_emb_lr, "trunk": cfg.lr}
         self.ema = EMA(self.model, mu=cfg.ema_rate) if cfg.ema else None
         # Embeddings-only phase: freeze after the optimizer and EMA have registered every weight that will train.
@@ -407,7 +429,9 @@ class Trainer:
             else:
                 self.epoch += 1
                 self.batch_in_epoch = 0
-                if self.epoch % eval_every == 0 and self.epoch // eval_every > cfg.min_eval_interval - 1:
+                # Upstream evaluates after interval i (0-based) when i >= min_eval_interval: the first
+                # evaluation comes after min_eval_interval + 1 intervals.
+                if self.epoch % eval_every == 0 and self.epoch // eval_every - 1 >= cfg.min_eval_interval:
                     self._evaluate_and_checkpoint()
         bar.close()
         self._evaluate_and_checkpoint(final=True)
@@ -446,17 +470,21 @@ class Trainer:
         if not with_test:
             return None
         out_dir = self.run_dir / "eval" / f"step_{self.step}"
+        if self.cfg.aggregated_voting and self.vote_pool is None:
+            self.vote_pool = trm_eval.VotePool()
         ctx = self.ema.apply_to(self.model) if self.ema is not None else contextlib.nullcontext()
         selection = None
         if self.cfg.eval_selection is not None:
             from trm_core.rescore import Selection
 
             selection = Selection(**self.cfg.eval_selection)
-        with ctx:
+        with ctx:  # self.model's recursion is the compiled one when compile is on, as upstream evaluates
             metrics = trm_eval.evaluate_model(self.model, with_test[0], out_dir, info=self.info,
                                               batch_size=self.cfg.eval_batch_size or self.micro,
                                               max_eval_augmentations=self.cfg.eval_max_augmentations,
                                               progress=self.cfg.progress, extra={"step": self.step},
+                                              count_empty_predictions=self.cfg.count_empty_predictions,
+                                              vote_pool=self.vote_pool if self.info.is_main else None,
                                               selection=selection)
         self.model.train()
         if self.info.is_main and metrics and self.cfg.pool_last_n > 1:
@@ -466,7 +494,8 @@ class Trainer:
             metrics.update({f"pooled/{k}": v for k, v in pooled.items()
                             if k.startswith("ARC/") or k in ("kaggle_score", "evaluations")})
         if self.info.is_main and metrics:
-            self._log({f"eval/{k}" if not k.startswith("ARC/") else k: v for k, v in metrics.items()})
+            # upstream's names as it logs them (ARC/pass@K, all/accuracy, ...); the rest under eval/
+            self._log({k if k.startswith(("ARC/", "all/")) else f"eval/{k}": v for k, v in metrics.items()})
             self._plot_curves()
         return metrics
 
@@ -516,15 +545,17 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "trunk_frozen": self._trunk_frozen,
             "history": self.history[-10000:],
+            "vote_pool": self.vote_pool.state_dict() if self.vote_pool is not None else None,
         }
 
     def _rank_state(self) -> dict:
+        """This rank's ACT carries and RNG states, as tensors and plain types only (loadable with
+        weights_only=True: a checkpoint folder from elsewhere cannot run code when resumed)."""
         carries = None
         if self.carries is not None:
             carries = [{"inner": list(c.inner), "steps": c.steps, "halted": c.halted, "current_data": c.current_data}
                        for c in self.carries]
-        state = {"carries": carries, "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                 "python_rng": random.getstate()}
+        state = {"carries": carries, **rng_state()}
         if torch.cuda.is_available() and self.info.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.info.device)
         return state
@@ -543,32 +574,67 @@ class Trainer:
             if self.info.is_main:
                 print(f"resume: no checkpoint under {path} yet, starting from scratch", file=sys.stderr)
             return
-        state = torch.load(ckpt / "train_state.pt", map_location=self.info.device, weights_only=False)
+        state = load_resume_file(ckpt / "train_state.pt", self.info.device, TRAIN_STATE_KEYS)
         if (state["world_size"], state["micro_batch_size"]) != (self.info.world_size, self.micro):
             raise ConfigError(f"resume: {ckpt} was written by {state['world_size']} process(es) with micro-batches of "
                               f"{state['micro_batch_size']}; this run has {self.info.world_size} and {self.micro}. "
                               "Exact resume needs the same layout (the ACT carries are per process and micro-batch).")
-        self.model.load_state_dict(state["model"])
-        if state["trunk_frozen"] != self._trunk_frozen:
-            self._set_trunk_frozen(state["trunk_frozen"])
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
+        try:  # a state that does not fit this run (or was edited) is named, not a traceback
+            self.model.load_state_dict(state["model"])
+            if state["trunk_frozen"] != self._trunk_frozen:
+                self._set_trunk_frozen(state["trunk_frozen"])
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+            if self.ema is not None and state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError) as e:
+            raise ConfigError(f"resume: {ckpt / 'train_state.pt'}: does not fit this run "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.history = state.get("history", [])
-        rank_state = torch.load(ckpt / f"carry_rank{self.info.rank}.pt", map_location=self.info.device,
-                                weights_only=False)
-        if rank_state["carries"] is not None:
-            self.carries = [Carry(tuple(c["inner"]), c["steps"], c["halted"], c["current_data"])
-                            for c in rank_state["carries"]]
-        torch.set_rng_state(rank_state["torch_rng"])
-        np.random.set_state(rank_state["numpy_rng"])
-        random.setstate(rank_state["python_rng"])
-        if "cuda_rng" in rank_state:
-            torch.cuda.set_rng_state(rank_state["cuda_rng"], self.info.device)
+        if state.get("vote_pool") is not None and self.cfg.aggregated_voting:
+            from trm_core.voting import VotePool
+
+            self.vote_pool = VotePool()
+            self.vote_pool.load_state_dict(state["vote_pool"])
+        rank_file = ckpt / f"carry_rank{self.info.rank}.pt"
+        rank_state = load_resume_file(rank_file, "cpu", RANK_STATE_KEYS)  # RNG states must stay on the CPU
+        dev = self.info.device
+        try:
+            if rank_state["carries"] is not None:
+                self.carries = [Carry(tuple(t.to(dev) for t in c["inner"]), c["steps"].to(dev), c["halted"].to(dev),
+                                      {k: v.to(dev) for k, v in c["current_data"].items()})
+                                for c in rank_state["carries"]]
+            set_rng_state(rank_state)
+            if "cuda_rng" in rank_state:
+                torch.cuda.set_rng_state(rank_state["cuda_rng"], dev)
+        except (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError) as e:
+            raise ConfigError(f"resume: {rank_file}: ACT carries or RNG states not usable "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
         if self.info.is_main:
+            self._truncate_metrics()
             print(f"resumed from {ckpt} at step {self.step}", file=sys.stderr)
+
+    def _truncate_metrics(self) -> None:
+        """Drop the metrics.jsonl lines written after the checkpoint being resumed (a killed run logged steps that
+        the resumed run logs again), and a line torn by the kill, so every step appears once."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept, dropped = [], 0
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    step = json.loads(line).get("step")
+                except (ValueError, AttributeError):
+                    step = None
+                if isinstance(step, int) and step <= self.step and line.endswith("\n"):
+                    kept.append(line)
+                else:
+                    dropped += 1
+        if dropped:
+            atomic_write_text(path, "".join(kept))
+            print(f"resume: dropped {dropped} metrics.jsonl line(s) past step {self.step}", file=sys.stderr)
 
     # --- logging -------------------------------------------------------------------------------------------
     def _log(self, metrics: dict[str, float]) -> None:
@@ -595,7 +661,8 @@ class Trainer:
 
     def _write_provenance(self) -> None:
         save_yaml(self.cfg, self.run_dir / "config.yaml")
-        cmd = " ".join(self.command or sys.argv)
+        # A line a shell can run again: the working folder, then the command with every argument quoted.
+        cmd = f"cd {shlex.quote(os.getcwd())} && {shlex.join(self.command or sys.argv)}"
         with open(self.run_dir / "COMMANDS.txt", "a") as f:
             f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} world_size={self.info.world_size}\n{cmd}\n")
         atomic_write_text(self.run_dir / "ENVIRONMENT.txt", environment_report())
@@ -603,6 +670,87 @@ class Trainer:
     def cleanup(self) -> None:
         if getattr(self, "_wandb", None) is not None:
             self._wandb.finish()
+
+
+TRAIN_STATE_KEYS = ("step", "epoch", "batch_in_epoch", "world_size", "micro_batch_size", "model", "optimizers",
+                    "ema", "trunk_frozen")
+RANK_STATE_KEYS = ("carries", "torch_rng", "numpy_rng", "python_rng")
+
+
+def rng_state() -> dict:
+    """The torch CPU, numpy and Python RNG states as tensors and plain types (weights_only=True loads them)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    return {"torch_rng": torch.get_rng_state(),
+            "numpy_rng": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                          "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+            "python_rng": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
+                           "gauss": None if py_gauss is None else float(py_gauss)}}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved, exactly."""
+    torch.set_rng_state(state["torch_rng"])
+    n = state["numpy_rng"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python_rng"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
+
+
+def _numpy_array_globals() -> list:
+    """What unpickling a plain numpy array needs: its reconstructor, ndarray and dtypes. None of them can run
+    code, so allowing them keeps weights_only's guarantee; resume files of trm_core before RNG states were stored
+    as tensors hold numpy's RNG state (a uint32 array) this way."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _upgrade_rng_state(state: dict) -> dict:
+    """Older resume files kept numpy's and Python's RNG states as the tuples their get_state() return; convert
+    them to what `rng_state` writes now, exactly (the same draws follow)."""
+    n, p = state.get("numpy_rng"), state.get("python_rng")
+    if isinstance(n, tuple) and len(n) == 5:
+        name, keys, pos, has_gauss, gauss = n
+        state["numpy_rng"] = {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                              "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+    if isinstance(p, tuple) and len(p) == 3:
+        version, internal, py_gauss = p
+        state["python_rng"] = {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
+                               "gauss": None if py_gauss is None else float(py_gauss)}
+    return state
+
+
+def load_resume_file(path: Path, map_location: Any, required: tuple[str, ...]) -> dict:
+    """A resume file (train_state.pt, carry_rank*.pt) read with weights_only=True: tensors, plain types and
+    plain numpy arrays only, so a planted pickle payload is refused, never run. Files written before RNG states
+    were stored as tensors (numpy arrays and tuples) are read and upgraded, so older runs still resume exactly."""
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"resume: {path}: missing (an incomplete checkpoint folder?)") from None
+    except Exception as e:  # noqa: BLE001 - every failure is one message naming the file
+        refused, reason = weights_only_refusal(e)
+        if isinstance(e, pickle.UnpicklingError) and refused:
+            raise ConfigError(
+                f"resume: {path}: refused: it holds Python objects that weights_only loading does not allow "
+                f"(planted code?): {reason}. Nothing in it was run. To start from its weights instead: "
+                f"load_checkpoint={path.parent}/model.pt"
+            ) from None
+        raise ConfigError(f"resume: {path}: cannot read it (truncated, corrupt or not a torch file): "
+                          f"{type(e).__name__}: {reason}") from None
+    if isinstance(state, dict):
+        _upgrade_rng_state(state)
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ConfigError(f"resume: {path}: not a trm_core resume file (missing {missing})")
+    return state
 
 
 def checkpoint_steps(folder: Path) -> list[int]:
@@ -655,6 +803,19 @@ def run(cfg: TrainConfig, command: list[str] | None = None) -> Trainer:
     return trainer
 
 
+def _rerun_command(argv: list[str] | None) -> list[str]:
+    """The command that runs this training again: `trm train ARGS` when called through the `trm` dispatcher
+    (which passes argv), else `python -m trm_core.train ARGS`, under torchrun when there are several ranks."""
+    if argv is not None:
+        return ["trm", "train", *argv]
+    args = sys.argv[1:]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        nodes = int(os.environ.get("WORLD_SIZE", "1")) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        return ["torchrun", f"--nnodes={nodes}", f"--nproc-per-node={os.environ.get('LOCAL_WORLD_SIZE', '1')}",
+                "-m", "trm_core.train", *args]
+    return ["python", "-m", "trm_core.train", *args]
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -680,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
     try:
-        run(cfg, command=[sys.argv[0]] + list(argv if argv is not None else sys.argv[1:]))
+        run(cfg, command=_rerun_command(argv))
     except ConfigError as e:
         print(f"trm train: {e}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -16,14 +17,61 @@ import numpy as np
 import torch
 
 
+class OutputPathError(OSError):
+    """An output file or folder that cannot be written; the message names the path and the reason."""
+
+    def __init__(self, err: int | None, message: str) -> None:
+        super().__init__(message)  # one argument: str() is the message alone
+        self.errno = err
+
+
+def _why_not_writable(path: Path, error: OSError | None = None) -> str:
+    """The reason a folder cannot be created or written, in words (which ancestor is a file, read-only, ...)."""
+    for parent in [path, *path.parents]:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            break
+    if error is not None:
+        if error.errno == errno.EROFS:
+            return "the file system is read-only"
+        if error.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied (a read-only folder?)"
+        if error.errno == errno.ENOSPC:
+            return "no space left on the device"
+        return error.strerror or str(error)
+    return "not writable"
+
+
+def prepare_output_dir(path: str | Path) -> Path:
+    """Create `path` (and parents) and check that a file can be written in it; raises OutputPathError naming
+    the path and the reason (a parent is a file, permission denied, read-only file system, disk full)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".trm-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputPathError(e.errno, f"{path}: cannot write output there: {_why_not_writable(path, e)}") from None
+    return path
+
+
 def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], Any]) -> Path:
     """Write a file atomically: `write(f)` into a temp file in the same folder, fsync, then `os.replace`.
 
-    A crash (or SIGKILL) mid-write leaves the previous file intact, never a truncated one.
+    A crash (or SIGKILL) mid-write leaves the previous file intact, never a truncated one. An unusable path
+    (a folder there, a parent that is a file, a read-only folder) raises OutputPathError naming it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OutputPathError(errno.EISDIR, f"{path}: cannot write this file: a folder has that name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputPathError(e.errno, f"{path}: cannot write this file: {_why_not_writable(path.parent, e)}") \
+            from None
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would have
     try:
         with os.fdopen(fd, "wb") as f:
@@ -137,3 +185,17 @@ def format_seconds(s: float) -> str:
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def weights_only_refusal(error: BaseException) -> tuple[bool, str]:
+    """(is a refused Python object, short reason) for an exception of `torch.load(..., weights_only=True)`.
+
+    torch's own message suggests re-running with weights_only=False, which would run any code planted in the
+    file: only the unpickler's reason is kept ("Unsupported global: GLOBAL posix.system ...")."""
+    import re
+
+    text = str(error)
+    m = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\n\n|\. Please use|$)", text, re.S)
+    reason = " ".join((m.group(1) if m else text.strip().splitlines()[0] if text.strip() else "").split())
+    refused = "Unsupported global" in text or "Unsupported class" in text
+    return refused, (reason or type(error).__name__)[:200]

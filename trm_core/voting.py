@@ -9,7 +9,10 @@ writes the submission after them):
   transform and colour map) and grids are keyed by a 128-bit hash computed with array ops, not a per-row
   sha256 loop (12x faster than a per-row re-implementation of upstream's loop on ARC-AGI-2-sized
   predictions, 5x if its crop were free: bench/bench_voting.py). One accumulator holds one evaluation;
-  several are pooled only on request (`VoteAccumulator.pooled`).
+  several are pooled only on request (`VoteAccumulator.pooled`, or `VotePool` across a training run's
+  evaluations: upstream's `aggregated_voting=True`).
+- Empty predictions (a 0x0 crop) are dropped by default; `count_empty=True` keeps them as a candidate (an empty
+  grid) as upstream does, so they take votes and pass@K slots. Submissions never use them.
 - `truth_ranks` / `pass_at_k` (per task: fraction of test outputs whose truth is in the first K; averaged
   over tasks, as upstream).
 """
@@ -115,11 +118,14 @@ class VoteAccumulator:
         test_inputs: task id -> its test input grids, in order (only these tasks are voted for).
         canvas: side of the token canvas (seq_len = canvas**2).
         flush_rows: rows buffered before they are processed as one block (bounds memory).
+        count_empty: keep empty predictions (0x0 crops) as a candidate, as upstream's evaluator does (it hashes
+            the empty grid like any other); by default they are no answer and take no vote.
     """
 
     def __init__(self, identifiers: Sequence[str], test_inputs: TestInputs, *, canvas: int = 30,
-                 flush_rows: int = 65536) -> None:
+                 flush_rows: int = 65536, count_empty: bool = False) -> None:
         self.identifiers, self.canvas, self.flush_rows = identifiers, canvas, flush_rows
+        self.count_empty = count_empty
         self.task_ids = list(test_inputs)
         self.groups: list[tuple[str, int]] = [(t, i) for t in self.task_ids for i in range(len(test_inputs[t]))]
         task_index = {t: k for k, t in enumerate(self.task_ids)}
@@ -329,9 +335,14 @@ class VoteAccumulator:
         else:
             idx = np.flatnonzero(matched)
             group = group[idx]
-        usable = p_where[idx, 0] >= 0  # a 0x0 crop is no answer
-        self.stats["empty_predictions"] += int((~usable).sum())
-        idx, group = idx[usable], group[usable]
+        empty = p_where[idx, 0] < 0  # a 0x0 crop
+        self.stats["empty_predictions"] += int(empty.sum())
+        if self.count_empty and empty.any():  # one candidate (key 0, an empty raster block) like upstream's
+            p_where = p_where.copy()
+            p_where[idx[empty]] = (len(blocks), 0)
+            blocks.append((np.zeros((1, 0), np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int64)))
+        else:
+            idx, group = idx[~empty], group[~empty]
         offset = len(self._rasters)
         self._rasters.extend(blocks)
         self._group.append(group.astype(np.int32))
@@ -417,11 +428,11 @@ class VoteAccumulator:
 
 def vote(inputs: np.ndarray, preds: np.ndarray, puzzle_identifiers: np.ndarray, q_halt_logits: np.ndarray,
          identifiers: Sequence[str], test_inputs: TestInputs, *, canvas: int | None = None,
-         rank_by: str = "votes_then_q", max_candidates: int | None = None) -> Ranked:
+         rank_by: str = "votes_then_q", max_candidates: int | None = None, count_empty: bool = False) -> Ranked:
     """Vote over one evaluation's predictions; see `VoteAccumulator` (arguments) and `.ranked()` (result)."""
     inputs = np.asarray(inputs)
     canvas = canvas or math.isqrt(inputs.shape[1])
-    acc = VoteAccumulator(identifiers, test_inputs, canvas=canvas)
+    acc = VoteAccumulator(identifiers, test_inputs, canvas=canvas, count_empty=count_empty)
     acc.add(inputs, preds, puzzle_identifiers, q_halt_logits)
     return acc.ranked(rank_by, max_candidates)
 
@@ -429,6 +440,41 @@ def vote(inputs: np.ndarray, preds: np.ndarray, puzzle_identifiers: np.ndarray, 
 # ----------------------------------------------------------------------------------------------------------
 # Metrics
 # ----------------------------------------------------------------------------------------------------------
+
+class VotePool:
+    """The votes of every evaluation of a training run so far: upstream's `aggregated_voting=True`, where the
+    evaluator never clears its predictions, so each pass@K and submission pools all earlier evaluations.
+
+    It keeps each evaluation's complete candidate lists (distinct grids with their vote counts and mean q), not
+    the rows: `pool_ranked` of complete lists counts exactly what pooling the rows would.
+    """
+
+    def __init__(self) -> None:
+        self.ranked: Ranked | None = None
+        self.evaluations = 0
+
+    def add(self, ranked: Ranked, rank_by: str = "votes_then_q") -> Ranked:
+        """Pool one evaluation's complete `ranked` (VoteAccumulator.ranked(), untruncated); returns the pool."""
+        self.ranked = ranked if self.ranked is None else pool_ranked([self.ranked, ranked], rank_by)
+        self.evaluations += 1
+        return self.ranked
+
+    def state_dict(self) -> dict:
+        """Plain data (for a checkpoint's train state)."""
+        cands = {f"{t}\t{i}": [[c.grid.tolist(), list(c.grid.shape), c.votes, c.mean_q] for c in cs]
+                 for (t, i), cs in (self.ranked or {}).items()}
+        return {"evaluations": self.evaluations, "ranked": cands if self.ranked is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.evaluations = int(state["evaluations"])
+        self.ranked = None
+        if state["ranked"] is not None:
+            self.ranked = {}
+            for key, cs in state["ranked"].items():
+                t, i = key.rsplit("\t", 1)
+                self.ranked[(t, int(i))] = [Candidate(np.array(g, dtype=np.uint8).reshape(shape), int(v), float(q))
+                                            for g, shape, v, q in cs]
+
 
 def pool_ranked(rankeds: Sequence[Ranked], rank_by: str = "votes_then_q") -> Ranked:
     """Merge the candidates of several evaluations (an ensemble of runs, checkpoints or seeds) per test input.

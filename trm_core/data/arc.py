@@ -11,13 +11,14 @@ with a message naming the file, task id, pair and field, not deep inside the bui
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from trm_core.jsonio import InputError, check_task_list, read_json
 
 MAX_GRID_SIDE = 30
 
@@ -30,23 +31,26 @@ class Task:
     train: list[tuple[np.ndarray, np.ndarray]]
     test_inputs: list[np.ndarray]
     test_outputs: list[np.ndarray] | None  # None when no solutions are known (e.g. the Kaggle test file)
+    # Upstream's builder lists a task's pairs in the file's key order; "test" before "train" is rare but legal.
+    test_before_train: bool = False
+    # With load_tasks(keep_raw=True): the task's JSON entry and its solutions entry (None without a solutions
+    # file), untouched, for writing test_puzzles.json exactly as upstream does.
+    raw: dict | None = None
+    raw_solution: Any = None
 
 
-class TaskError(ValueError):
-    """A malformed task file or task; the message names the file, task id, pair and field."""
+# A malformed task file or task; the message names the file, task id, pair and field. The one error type of the
+# input boundary (trm_core.jsonio), under the name this module has always raised.
+TaskError = InputError
 
 
 def load_challenges_json(path: str | Path) -> dict:
-    """Read a challenges or solutions file (plain or gzipped JSON) and return the raw top-level dict."""
+    """Read a challenges or solutions file (plain or gzipped JSON) and return the raw top-level dict.
+
+    Read through the input boundary: size, depth and integer limits, and a task id that appears twice is an
+    error (plain JSON would keep the last one silently)."""
     path = Path(path)
-    try:
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise TaskError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TaskError(f"{path.name}: not readable as JSON ({e})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise TaskError(f"{path.name}: top level must be a JSON object mapping task id -> task, "
                         f"got {type(data).__name__}")
@@ -97,6 +101,8 @@ def _short(value: Any) -> str:
 
 def _parse_task(task_id: str, raw: Any, solutions: Any, has_solutions: bool) -> Task:
     """Validate one task; raises ValueError("<pair>.<field>: <reason>")."""
+    if "|||" in task_id:  # the separator of augmented names: the original's name would parse as an augmentation
+        raise ValueError("task ids must not contain '|||' (the separator of augmented puzzle names)")
     if not isinstance(raw, dict):
         raise ValueError(f"task must be an object with 'train' and 'test', got {_short(raw)}")
     for split in ("train", "test"):
@@ -133,15 +139,17 @@ def _parse_task(task_id: str, raw: Any, solutions: Any, has_solutions: bool) -> 
     elif all(isinstance(p, dict) and "output" in p for p in raw["test"]):
         # Original-ARC-style files carry test outputs inline; use them when there is no solutions file.
         test_outputs = [field("test", i, "output") for i in range(len(raw["test"]))]
-    return Task(task_id, train, test_inputs, test_outputs)
+    keys = list(raw)
+    return Task(task_id, train, test_inputs, test_outputs, test_before_train=keys.index("test") < keys.index("train"))
 
 
 def load_tasks(challenges: str | Path, solutions: str | Path | None = None, *,
-               skip_invalid: bool = False) -> tuple[dict[str, Task], list[str]]:
+               skip_invalid: bool = False, keep_raw: bool = False) -> tuple[dict[str, Task], list[str]]:
     """Load and validate every task of a challenges file (and its solutions, if given).
 
     Returns (tasks in file order, problems). A problem is one line naming file, task id, pair and field; it
     raises TaskError at the first one unless `skip_invalid`, which reports the task in `problems` and skips it.
+    `keep_raw` also keeps each task's JSON entries (`Task.raw`, `Task.raw_solution`).
     """
     challenges = Path(challenges)
     raw_tasks = load_challenges_json(challenges)
@@ -152,6 +160,8 @@ def load_tasks(challenges: str | Path, solutions: str | Path | None = None, *,
         try:
             sol = raw_solutions.get(task_id) if raw_solutions is not None else None
             tasks[task_id] = _parse_task(task_id, raw, sol, raw_solutions is not None)
+            if keep_raw:
+                tasks[task_id].raw, tasks[task_id].raw_solution = raw, sol
         except ValueError as e:
             where = Path(solutions).name if str(e).split(":", 1)[0].endswith(".solution") else challenges.name
             message = f"{where}: task {task_id}: {e}"
@@ -190,6 +200,7 @@ def load_task_file(tasks: str | Path, solutions: str | Path | None = None, *,
     raw = load_challenges_json(tasks)
     info: dict[str, Any] = {"tasks_file": str(tasks)}
     if is_task_list(raw):
+        check_task_list(raw, tasks.name)
         base, src = tasks.parent, raw["source"]
         chal_all = load_challenges_json(_resolve_listed(src["challenges"], base))
         sol_file = solutions or (_resolve_listed(src["solutions"], base) if src.get("solutions") else None)
