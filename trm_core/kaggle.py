@@ -935,14 +935,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def steps_that_fit(budget_minutes: float, step_s: float, infer_row_s: float, test_inputs: int, vote_aug: int,
                    *, hidden_rerun_factor: float = HIDDEN_RERUN_FACTOR, safety_margin: float = 0.05,
-                   overhead_s: float = 0.0) -> dict[str, dict]:
-    """`trm plan`'s table: per mode, the steps that fit and the inference time (the runner's `plan_budget`)."""
+                   overhead_s: float = 0.0, rescore_views: int = 0) -> dict[str, dict]:
+    """`trm plan`'s table: per mode, the steps that fit and the inference time (the runner's `plan_budget`);
+    `rescore_views`: rescoring rows per test input (`Selection.views_per_input`), counted like the runner."""
     rows = test_inputs * (1 + vote_aug)
     table = {}
     for mode, cost in MODE_STEP_COST.items():
         plan = plan_budget(budget_minutes * 60, 0.0, step_s * cost, infer_row_s, rows,
                            hidden_rerun_factor=hidden_rerun_factor, safety_margin=safety_margin,
-                           overhead_s=overhead_s, max_steps=0 if mode == "none" else None)
+                           overhead_s=overhead_s, max_steps=0 if mode == "none" else None,
+                           rescore_rows=test_inputs * rescore_views)
         table[mode] = dict(plan.as_dict(), step_s=round(step_s * cost, 4))
     return table
 
@@ -968,6 +970,9 @@ def main_plan(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-steps", type=int, default=16, help="ACT steps per inference row")
     p.add_argument("--test-inputs", type=int, default=259, help="test inputs (placeholder: 259)")
     p.add_argument("--vote-aug", type=int, default=512)
+    p.add_argument("--select", default=DEFAULT_RULE, help="attempt selection rule (votes: no rescoring rows)")
+    p.add_argument("--select-views", type=views_arg, default="all", metavar="M|all",
+                   help="rescoring views per test input (default all: as many rows again as the voting)")
     p.add_argument("--budget-minutes", type=float, default=690.0)
     p.add_argument("--hidden-rerun-factor", type=float, default=HIDDEN_RERUN_FACTOR)
     p.add_argument("--safety-margin", type=float, default=0.05)
@@ -988,17 +993,22 @@ def main_plan(argv: list[str] | None = None) -> int:
     step = args.step_time * measured / target / args.gpus
     row = (args.infer_row_time * measured / target / args.gpus if args.infer_row_time is not None
            else step / args.batch_size * args.eval_steps / 3)
+    from trm_core.rescore import Selection
+
+    rescore_views = Selection(rule=args.select, views=args.select_views).views_per_input(1 + args.vote_aug)
     table = steps_that_fit(args.budget_minutes, step, row, args.test_inputs, args.vote_aug,
                            hidden_rerun_factor=args.hidden_rerun_factor, safety_margin=args.safety_margin,
-                           overhead_s=args.overhead_minutes * 60)
+                           overhead_s=args.overhead_minutes * 60, rescore_views=rescore_views)
     if args.json:
         print(json.dumps(table, indent=2))
         return 0
     infer = next(iter(table.values()))["infer_s"]
+    rescore = next(iter(table.values()))["rescore_s"]
     print(f"target {args.gpus}x {args.target_gpu} ({target:g} TFLOPS each); full step {step:.3f} s at batch "
           f"{args.batch_size}; inference {row * 1e3:.3f} ms/row")
     print(f"budget {args.budget_minutes:g} min = inference {infer / 60:.1f} min ({args.test_inputs} test inputs x "
-          f"{1 + args.vote_aug} versions, x{args.hidden_rerun_factor:g} hidden rerun) + margin "
+          f"{1 + args.vote_aug} versions, x{args.hidden_rerun_factor:g} hidden rerun) + rescoring "
+          f"{rescore / 60:.1f} min ({args.select}, {rescore_views} views) + margin "
           f"{args.safety_margin * args.budget_minutes:.0f} min + overhead {args.overhead_minutes:g} min + training")
     print(f"{'mode':<15}{'step (s)':>10}{'steps':>10}{'train (min)':>13}")
     for mode, row_ in table.items():
