@@ -42,6 +42,12 @@ train_aug: int = 1000  # augmented versions of each task to train on
 colour_permutation: bool = True  # False: the 8 dihedral transforms only (at most 8 versions of a task)
 dihedral_first: bool = False  # True: the plain dihedral versions first, then random colour permutations
 vote_aug: int = 512  # augmented versions of each test input that vote (lowered if time runs short)
+select: str = "mean_logprob"  # attempts: mean_logprob | votes | poe | votes_then_logprob | hybrid (trm_core/rescore.py)
+select_candidates: int = 64  # candidates per test input a likelihood rule re-ranks
+select_views: int = 0  # augmented views each candidate is scored under (one inference row each); 0: every view
+noise_samples: int = 0  # extra inference passes per row with latent noise that also vote; 0: off
+noise_scale: float = 0.0  # standard deviation of that latent noise
+pool_checkpoints: int = 1  # pool the votes of the adaptation run's last N checkpoints; 1: the final one
 seed: int = 0  # data augmentation and training seed
 warmup_steps: int = 20  # steps timed before planning the budget
 hidden_rerun_factor: float = 1.34  # the hidden rerun's inference is ~1/3 slower than on the placeholder
@@ -83,7 +89,9 @@ cfg = KaggleRunConfig(
     eval_batch_size=eval_batch_size, lr=lr or None, puzzle_emb_lr=puzzle_emb_lr or None,
     lr_min_ratio=lr_min_ratio or None, train_aug=train_aug, colour_permutation=colour_permutation,
     dihedral_first=dihedral_first, vote_aug=vote_aug, seed=seed, warmup_steps=warmup_steps, hidden_rerun_factor=hidden_rerun_factor,
-    safety_margin=safety_margin, device=device, canvas_size=canvas_size or None, progress=False)
+    safety_margin=safety_margin, device=device, canvas_size=canvas_size or None, progress=False, select=select,
+    select_candidates=select_candidates, select_views=select_views or None, noise_samples=noise_samples,
+    noise_scale=noise_scale, pool_checkpoints=pool_checkpoints)
 result = run_kaggle(cfg)
 
 # %% [markdown]

@@ -83,7 +83,8 @@ ALTERED = {"num_aug": 7, "colour_permutation": False, "dihedral_first": True, "t
            "global_batch_size": 3, "lr": 1e-4, "optimizer": "adam_atan2_pytorch", "lr_warmup_steps": 7,
            "puzzle_emb_lr": 0.5, "eval_batch_size": 3,
            "eval_max_augmentations": 2, "seed": 9, "max_steps": 4, "lr_min_ratio": 0.5, "ema": True,
-           "safety_margin": 0.3, "arch": {"hidden_size": 8}}
+           "safety_margin": 0.3, "arch": {"hidden_size": 8}, "select": "poe", "select_candidates": 3,
+           "select_views": 2, "noise_scale": 0.5, "noise_samples": 1, "pool_checkpoints": 2}
 RESOLVED_BEFORE = {"canvas", "ensemble", "mode", "adapt"}  # arguments of kaggle_config, or applied around it
 
 

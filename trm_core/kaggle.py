@@ -18,8 +18,10 @@ Phases (each timed, logged to `<output_dir>/kaggle_log.jsonl` and printed):
   measure   one timed inference batch: seconds per augmented test row
   plan      `plan_budget`: the steps that fit before inference (x hidden_rerun_factor) and a safety margin
   train     the adaptation run, stopped by max_steps and by its wall-clock deadline
-  infer     voting over `vote_aug` augmentations (fewer if time is short), then submission.json is replaced
-            atomically, after validation
+  infer     voting over `vote_aug` augmentations (x pooled checkpoints x noisy passes, when asked), the attempts
+            chosen by `select` (likelihood rules rescore over `select_views` views: trm_core.rescore); if time
+            is short, rescoring is cut first, then noisy passes, pooled checkpoints, augmentations
+            (`inference_that_fits`); then submission.json is replaced atomically, after validation
 Any exception ends the pipeline with the best submission so far in place; `run_kaggle` returns a status.
 
 Modes: `full` (every weight), `emb_then_full` (embeddings only for the first quarter, then every weight: the
@@ -41,6 +43,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from trm_core.rescore import DEFAULT_RULE, views_arg
 
 MODES = ("lora", "full", "emb_then_full", "emb_only", "none")
 # Base training config of each mode (trm_core/configs); the runner overrides batch, lrs, steps and deadline.
@@ -86,6 +90,15 @@ class KaggleRunConfig:
     optimizer: str | None = None  # adam_atan2 | adam_atan2_pytorch; None = the mode's config (the fork's recipes:
     # adam_atan2_pytorch, whose steps are 1.27x upstream's at one lr)
     vote_aug: int = 512  # augmented versions per test input that vote (lowered if time is short)
+    # Choosing the attempts (trm_core.rescore). Each extra costs inference rows, counted by the planner; when
+    # time is short the runner drops them in this order: rescoring views, noisy passes, pooled checkpoints,
+    # then voting augmentations.
+    select: str = DEFAULT_RULE  # mean_logprob (measured best) | votes | poe | votes_then_logprob | hybrid
+    select_candidates: int = 64  # K: top candidates by votes that a likelihood rule re-ranks
+    select_views: int | None = None  # M: views each candidate is scored under (M rows per test input); None = all
+    noise_scale: float = 0.0  # latent noise std of the extra noisy passes
+    noise_samples: int = 0  # noisy passes per voting row (0 = off); each one costs a full voting pass
+    pool_checkpoints: int = 1  # pool the votes of the adaptation run's last N checkpoints (1 = the final only)
     seed: int = 0
     warmup_steps: int = 20  # steps timed before planning (the first third is dropped: compile, caches)
     hidden_rerun_factor: float = HIDDEN_RERUN_FACTOR  # inference time x this, for the slower hidden rerun
@@ -112,6 +125,7 @@ class BudgetPlan:
     train_s: float  # the training loop's wall-clock deadline (0 = no time to train)
     train_steps: int  # steps that fit in train_s (capped by max_steps)
     deadline_s: float  # when training must end, in seconds since the start of the run
+    rescore_s: float = 0.0  # rescoring rows * seconds per row * hidden_rerun_factor (trm_core.rescore)
 
     def as_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -119,14 +133,16 @@ class BudgetPlan:
 
 def plan_budget(budget_s: float, elapsed_s: float, train_step_s: float, infer_row_s: float, rows_to_infer: int,
                 *, hidden_rerun_factor: float = HIDDEN_RERUN_FACTOR, safety_margin: float = 0.05,
-                overhead_s: float = 0.0, max_steps: int | None = None) -> BudgetPlan:
+                overhead_s: float = 0.0, max_steps: int | None = None, rescore_rows: int = 0) -> BudgetPlan:
     """Size training so that inference, scaled for the hidden rerun, still ends `safety_margin` before the budget.
 
     `infer_row_s` is wall-clock seconds per augmented test row with every inference process running (one
-    process's time per row divided by the number of processes).
+    process's time per row divided by the number of processes). `rescore_rows`: the extra forward rows of
+    candidate rescoring (views x test inputs, `trm_core.rescore`), each as costly as an inference row.
     """
     for name, value in (("budget_s", budget_s), ("elapsed_s", elapsed_s), ("train_step_s", train_step_s),
-                        ("infer_row_s", infer_row_s), ("rows_to_infer", rows_to_infer), ("overhead_s", overhead_s)):
+                        ("infer_row_s", infer_row_s), ("rows_to_infer", rows_to_infer), ("overhead_s", overhead_s),
+                        ("rescore_rows", rescore_rows)):
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
     if hidden_rerun_factor < 1:
@@ -135,14 +151,16 @@ def plan_budget(budget_s: float, elapsed_s: float, train_step_s: float, infer_ro
         raise ValueError(f"safety_margin must be in [0, 1), got {safety_margin}")
     remaining = budget_s - elapsed_s
     infer = rows_to_infer * infer_row_s * hidden_rerun_factor
+    rescore = rescore_rows * infer_row_s * hidden_rerun_factor
     margin = safety_margin * budget_s
-    train_s = max(0.0, remaining - infer - margin - overhead_s)
+    train_s = max(0.0, remaining - infer - rescore - margin - overhead_s)
     steps = int(train_s // train_step_s) if train_step_s > 0 else 0
     if max_steps is not None:
         steps = min(steps, max_steps)
     if steps == 0:
         train_s = 0.0
-    return BudgetPlan(remaining, infer, margin, overhead_s, train_s, steps, elapsed_s + overhead_s + train_s)
+    return BudgetPlan(remaining, infer, margin, overhead_s, train_s, steps, elapsed_s + overhead_s + train_s,
+                      rescore)
 
 
 def augmentations_that_fit(seconds: float, infer_row_s: float, test_inputs: int, wanted: int,
@@ -152,6 +170,47 @@ def augmentations_that_fit(seconds: float, infer_row_s: float, test_inputs: int,
         return wanted
     rows = seconds / (infer_row_s * hidden_rerun_factor)
     return max(0, min(wanted, int(rows // test_inputs) - 1))
+
+
+def inference_that_fits(seconds: float, infer_row_s: float, test_inputs: int, vote_aug: int, *, views: int = 0,
+                        noise_samples: int = 0, pool: int = 1,
+                        hidden_rerun_factor: float = HIDDEN_RERUN_FACTOR) -> dict[str, Any]:
+    """The inference that fits in `seconds`: per test input (1 + vote_aug) x pool x (1 + noise_samples) voting
+    rows plus `views` rescoring rows, each `infer_row_s` x hidden_rerun_factor.
+
+    When it does not all fit, extras go first, each cut to what fits before the next is touched: rescoring views
+    (down to 0 = votes decide), then noisy passes, then pooled checkpoints (down to 1), and only then voting
+    augmentations (`augmentations_that_fit`). Returns vote_aug, views, noise_samples, pool and `cut` (what was
+    reduced, in order).
+    """
+    out = {"vote_aug": vote_aug, "views": views, "noise_samples": noise_samples, "pool": pool, "cut": []}
+    if test_inputs <= 0 or infer_row_s <= 0:
+        return out
+    per_input = seconds / (infer_row_s * hidden_rerun_factor * test_inputs)  # rows affordable per test input
+
+    def rows() -> int:
+        return (1 + out["vote_aug"]) * out["pool"] * (1 + out["noise_samples"]) + out["views"]
+
+    def voting() -> int:
+        return rows() - out["views"]
+
+    if rows() > per_input and out["views"] > 0:
+        out["views"] = max(0, min(out["views"], math.floor(per_input - voting())))
+        out["cut"].append("views")
+    if rows() > per_input and out["noise_samples"] > 0:
+        per_pass = (1 + out["vote_aug"]) * out["pool"]
+        out["noise_samples"] = max(0, min(out["noise_samples"], math.floor(per_input / per_pass) - 1))
+        out["cut"].append("noise_samples")
+    if rows() > per_input and out["pool"] > 1:
+        per_model = (1 + out["vote_aug"]) * (1 + out["noise_samples"])
+        out["pool"] = max(1, min(out["pool"], math.floor(per_input / per_model)))
+        out["cut"].append("pool")
+    if rows() > per_input:
+        per_aug = out["pool"] * (1 + out["noise_samples"])
+        out["vote_aug"] = augmentations_that_fit(seconds / per_aug, infer_row_s, test_inputs, vote_aug,
+                                                 hidden_rerun_factor)
+        out["cut"].append("vote_aug")
+    return out
 
 
 def torchrun_command(nproc: int, module_args: list[str], python: str | None = None) -> list[str]:
@@ -167,14 +226,25 @@ def train_command(nproc: int, config_path: str | Path, python: str | None = None
     return torchrun_command(nproc, ["trm_core.train", "--config-name", str(config_path)], python)
 
 
-def eval_command(nproc: int, checkpoint: str | Path, data_dir: str | Path, output_dir: str | Path, *,
+def eval_command(nproc: int, checkpoint: str | Path | list, data_dir: str | Path, output_dir: str | Path, *,
                  challenges: str | Path, batch_size: int, max_eval_augmentations: int,
-                 python: str | None = None) -> list[str]:
-    """The multi-GPU inference command (`trm eval` under torchrun)."""
-    return torchrun_command(nproc, ["trm_core.cli", "eval", "--checkpoint", str(checkpoint), "--data", str(data_dir),
-                                    "--output-dir", str(output_dir), "--challenges", str(challenges),
-                                    "--batch-size", str(batch_size),
-                                    "--max-eval-augmentations", str(max_eval_augmentations), "--no-progress"], python)
+                 python: str | None = None, selection=None, deadline: float | None = None) -> list[str]:
+    """The multi-GPU inference command (`trm eval` under torchrun); several checkpoints pool their votes,
+    `selection` (a `trm_core.rescore.Selection`) adds the attempt-selection flags."""
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    args = ["trm_core.cli", "eval", "--checkpoint", str(paths[0])]
+    for extra in paths[1:]:
+        args += ["--checkpoint", str(extra)]
+    args += ["--data", str(data_dir), "--output-dir", str(output_dir), "--challenges", str(challenges),
+             "--batch-size", str(batch_size), "--max-eval-augmentations", str(max_eval_augmentations), "--no-progress"]
+    if selection is not None:
+        args += ["--select", selection.rule, "--select-candidates", str(selection.candidates),
+                 "--select-views", "all" if selection.views is None else str(selection.views),
+                 "--noise-scale", str(selection.noise_scale),
+                 "--noise-samples", str(selection.noise_samples), "--noise-seed", str(selection.noise_seed)]
+    if deadline is not None:
+        args += ["--deadline", f"{deadline:.3f}"]
+    return torchrun_command(nproc, args, python)
 
 
 def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: str, weights: str | None,
@@ -182,11 +252,13 @@ def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: s
                       max_train_seconds: float | None, lr: float | None, puzzle_emb_lr: float | None,
                       lr_warmup_steps: int | None, lora_rank: int | None, ema: bool | None, seed: int,
                       device: str, eval_batch_size: int, progress: bool, lr_min_ratio: float | None = None,
-                      planned_steps: int | None = None, optimizer: str | None = None):
+                      planned_steps: int | None = None, optimizer: str | None = None, keep_checkpoints: int = 1):
     """The TrainConfig of one adaptation run (pure apart from reading the shipped YAML).
 
     `steps` caps the run; `planned_steps` (<= steps, default steps) is what the budget is expected to allow,
-    and sizes emb_then_full's embeddings-only phase (its first quarter)."""
+    and sizes emb_then_full's embeddings-only phase (its first quarter). keep_checkpoints > 1 (pooling the
+    last N checkpoints' votes): a checkpoint every planned_steps / (2N) steps, the last N kept (they span
+    the last part of training; the final one is always written)."""
     from trm_core.train import load_config
 
     if mode not in MODES:
@@ -214,6 +286,9 @@ def mode_train_config(mode: str, *, data_path: str, output_dir: str, run_name: s
     cfg.seed, cfg.device, cfg.progress = seed, device, progress
     cfg.output_dir, cfg.run_name = output_dir, run_name
     cfg.checkpoint_every_eval, cfg.checkpoint_every_n_steps, cfg.keep_last_checkpoints = True, None, 1
+    if keep_checkpoints > 1:
+        cfg.keep_last_checkpoints = keep_checkpoints
+        cfg.checkpoint_every_n_steps = max(1, (planned_steps or steps) // (2 * keep_checkpoints))
     return cfg
 
 
@@ -460,6 +535,30 @@ def _measure_inference(checkpoint: Path, data_dir: Path, batch_size: int, device
     return seconds / max(1, int(keep.sum()))
 
 
+def _selection(cfg: KaggleRunConfig, cut_views: int | None = None, noise_samples: int | None = None):
+    """The run's `trm_core.rescore.Selection`; `cut_views` (rescoring rows per test input left after a cut):
+    0 = the votes decide (no rescoring)."""
+    from trm_core.rescore import Selection
+
+    rule, views = cfg.select, cfg.select_views
+    if cut_views is not None:
+        rule, views = (cfg.select if cut_views > 0 else "votes"), cut_views
+    return Selection(rule=rule, candidates=cfg.select_candidates, views=views, noise_scale=cfg.noise_scale,
+                     noise_samples=cfg.noise_samples if noise_samples is None else noise_samples, noise_seed=cfg.seed)
+
+
+def _last_checkpoints(run_dir: Path, n: int) -> list[Path]:
+    """model.pt of the run's last `n` checkpoints, oldest first."""
+    from trm_core.train import checkpoint_steps
+
+    steps = sorted(checkpoint_steps(run_dir / "checkpoints"))[-max(1, n):]
+    paths = [run_dir / "checkpoints" / f"step_{s}" / "model.pt" for s in steps]
+    paths = [p for p in paths if p.is_file()]
+    if not paths:
+        raise RuntimeError(f"no checkpoint under {run_dir / 'checkpoints'}")
+    return paths
+
+
 def _count_nproc(cfg: KaggleRunConfig) -> int:
     import torch
 
@@ -482,6 +581,9 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     if cfg.budget_minutes <= 0:
         raise ValueError(f"budget_minutes must be > 0, got {cfg.budget_minutes}")
+    if cfg.pool_checkpoints < 1:
+        raise ValueError(f"pool_checkpoints must be >= 1, got {cfg.pool_checkpoints}")
+    _selection(cfg)  # a wrong rule or a negative count fails here, before any work
     from trm_core.utils import prepare_output_dir
 
     out = prepare_output_dir(cfg.output_dir)  # OutputPathError names the folder and the reason
@@ -580,7 +682,7 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         device = cfg.device
 
         def train_config(mode: str, run_name: str, steps: int, seconds: float | None,
-                         planned_steps: int | None = None):
+                         planned_steps: int | None = None, keep_checkpoints: int = 1):
             epochs = max(1, math.ceil(steps / steps_per_epoch)) if steps else 1
             return mode_train_config(
                 mode, data_path=str(data_dir), output_dir=str(work / "runs"), run_name=run_name,
@@ -589,7 +691,7 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
                 lr=cfg.lr, puzzle_emb_lr=cfg.puzzle_emb_lr, lr_warmup_steps=cfg.lr_warmup_steps,
                 lora_rank=cfg.lora_rank, ema=cfg.ema, seed=cfg.seed, device=device,
                 eval_batch_size=cfg.eval_batch_size, progress=cfg.progress, lr_min_ratio=cfg.lr_min_ratio,
-                planned_steps=planned_steps, optimizer=cfg.optimizer)
+                planned_steps=planned_steps, optimizer=cfg.optimizer, keep_checkpoints=keep_checkpoints)
 
         def left() -> float:
             return budget_s - (time.monotonic() - t0)
@@ -627,9 +729,13 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         # --- plan ----------------------------------------------------------------------------------------
         phase = "plan"
         log.start(phase)
-        plan = plan_budget(budget_s, time.monotonic() - t0, step_s, row_s, rows,
+        selection = _selection(cfg)
+        pool = cfg.pool_checkpoints if cfg.mode != "none" else 1
+        views = selection.views_per_input(1 + cfg.vote_aug)
+        plan = plan_budget(budget_s, time.monotonic() - t0, step_s, row_s, rows * pool * (1 + cfg.noise_samples),
                            hidden_rerun_factor=cfg.hidden_rerun_factor, safety_margin=cfg.safety_margin,
-                           overhead_s=2 * overhead_s, max_steps=0 if cfg.mode == "none" else cfg.steps)
+                           overhead_s=2 * overhead_s, max_steps=0 if cfg.mode == "none" else cfg.steps,
+                           rescore_rows=views * test_inputs)
         result["plan"] = dict(plan.as_dict(), step_s=step_s, infer_row_s=row_s, rows=rows, processes=nproc,
                               batch_size=batch, steps_per_epoch=steps_per_epoch)
         log.end(phase, **result["plan"])
@@ -643,7 +749,8 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
             cap = math.ceil(plan.train_steps * STEP_HEADROOM)
             if cfg.steps is not None:
                 cap = min(cap, cfg.steps)
-            main_cfg = train_config(cfg.mode, "adapt", cap, plan.train_s, planned_steps=plan.train_steps)
+            main_cfg = train_config(cfg.mode, "adapt", cap, plan.train_s, planned_steps=plan.train_steps,
+                                    keep_checkpoints=pool)
             checkpoint = _train(main_cfg, nproc, work, log, phase, plan.train_s + 2 * overhead_s + 60)
             done = _step_times(work / "runs" / "adapt")
             result["steps_done"] = len(done)
@@ -654,20 +761,40 @@ def run_kaggle(cfg: KaggleRunConfig) -> dict:
         # --- infer ---------------------------------------------------------------------------------------
         phase = "infer"
         seconds = left() - cfg.safety_margin * budget_s
-        vote_aug = augmentations_that_fit(seconds, row_s, test_inputs, cfg.vote_aug, cfg.hidden_rerun_factor)
-        log.start(phase, vote_aug=vote_aug, seconds_left=round(seconds, 1))
+        checkpoints = _last_checkpoints(work / "runs" / "adapt", pool) if plan.train_steps > 0 else [checkpoint]
+        fit = inference_that_fits(seconds, row_s, test_inputs, cfg.vote_aug, views=views,
+                                  noise_samples=cfg.noise_samples, pool=len(checkpoints),
+                                  hidden_rerun_factor=cfg.hidden_rerun_factor)
+        vote_aug, checkpoints = fit["vote_aug"], checkpoints[len(checkpoints) - fit["pool"]:]
+        selection = _selection(cfg, cut_views=fit["views"], noise_samples=fit["noise_samples"])
+        log.start(phase, vote_aug=vote_aug, seconds_left=round(seconds, 1), select=selection.rule,
+                  select_views=fit["views"],
+                  noise_samples=selection.noise_samples, pooled_checkpoints=len(checkpoints))
+        if fit["cut"]:
+            log.event(phase, "less_inference", cut=fit["cut"], wanted={"vote_aug": cfg.vote_aug, "views": views,
+                      "noise_samples": cfg.noise_samples, "pool": pool},
+                      used={k: fit[k] for k in ("vote_aug", "views", "noise_samples", "pool")})
         if vote_aug < cfg.vote_aug:
             log.event(phase, "fewer_augmentations", wanted=cfg.vote_aug, used=vote_aug)
         eval_dir = work / "eval"
+        # Pooling and rescoring are dropped inside the evaluation too if its own inference shows they would end
+        # past the safety margin (the measured row time is a one-batch estimate).
+        deadline = time.time() + left() - cfg.safety_margin * budget_s
         if nproc > 1:
-            _run_subprocess(eval_command(nproc, checkpoint, data_dir, eval_dir, challenges=good_path,
-                                         batch_size=cfg.eval_batch_size, max_eval_augmentations=vote_aug),
+            _run_subprocess(eval_command(nproc, checkpoints, data_dir, eval_dir, challenges=good_path,
+                                         batch_size=cfg.eval_batch_size, max_eval_augmentations=vote_aug,
+                                         selection=selection, deadline=deadline),
                             max(60.0, left()), log, phase)
         else:
             from trm_core.evaluate import run_eval
 
-            run_eval(checkpoint, data_dir, eval_dir, batch_size=cfg.eval_batch_size, max_eval_augmentations=vote_aug,
-                     challenges=good_path, device=None if device == "auto" else device, progress=cfg.progress)
+            run_eval(checkpoints, data_dir, eval_dir, batch_size=cfg.eval_batch_size, max_eval_augmentations=vote_aug,
+                     challenges=good_path, device=None if device == "auto" else device, progress=cfg.progress,
+                     selection=selection, deadline=deadline)
+        done = json.loads((eval_dir / "metrics.json").read_text())
+        if done.get("rescore_skipped") or done.get("models_pooled", 1) < len(checkpoints):
+            log.event(phase, "dropped_at_deadline", rescore_skipped=bool(done.get("rescore_skipped")),
+                      pooled=done.get("models_pooled"), given=len(checkpoints))
         predicted = json.loads((eval_dir / "submission.json").read_text())
         merged = json.loads(sub_path.read_text())
         merged.update({t: predicted[t] for t in test_puzzles if t in predicted})
@@ -764,6 +891,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--optimizer", choices=("adam_atan2", "adam_atan2_pytorch"), default=None,
                    help="default: the mode's config (the fork's recipes: adam_atan2_pytorch)")
     p.add_argument("--vote-aug", type=int, default=d.vote_aug, help="augmentations per test input that vote")
+    p.add_argument("--select", default=d.select,
+                   help=f"attempt selection rule (default {d.select}): votes | poe | mean_logprob | "
+                        "votes_then_logprob | hybrid (trm_core/rescore.py)")
+    p.add_argument("--select-candidates", type=int, default=d.select_candidates,
+                   help="K: candidates per test input a likelihood rule re-ranks")
+    p.add_argument("--select-views", type=views_arg, default="all", metavar="M|all",
+                   help="M: augmented views a candidate is scored under, M inference rows per test input "
+                        "(default all: every view that votes)")
+    p.add_argument("--noise-scale", type=float, default=d.noise_scale, help="latent noise std of noisy passes")
+    p.add_argument("--noise-samples", type=int, default=d.noise_samples,
+                   help="noisy inference passes per voting row that also vote (0 = off)")
+    p.add_argument("--pool-checkpoints", type=int, default=d.pool_checkpoints,
+                   help="pool the votes of the adaptation run's last N checkpoints (1 = the final one)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     p.add_argument("--hidden-rerun-factor", type=float, default=d.hidden_rerun_factor)
@@ -795,14 +935,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def steps_that_fit(budget_minutes: float, step_s: float, infer_row_s: float, test_inputs: int, vote_aug: int,
                    *, hidden_rerun_factor: float = HIDDEN_RERUN_FACTOR, safety_margin: float = 0.05,
-                   overhead_s: float = 0.0) -> dict[str, dict]:
-    """`trm plan`'s table: per mode, the steps that fit and the inference time (the runner's `plan_budget`)."""
+                   overhead_s: float = 0.0, rescore_views: int = 0) -> dict[str, dict]:
+    """`trm plan`'s table: per mode, the steps that fit and the inference time (the runner's `plan_budget`);
+    `rescore_views`: rescoring rows per test input (`Selection.views_per_input`), counted like the runner."""
     rows = test_inputs * (1 + vote_aug)
     table = {}
     for mode, cost in MODE_STEP_COST.items():
         plan = plan_budget(budget_minutes * 60, 0.0, step_s * cost, infer_row_s, rows,
                            hidden_rerun_factor=hidden_rerun_factor, safety_margin=safety_margin,
-                           overhead_s=overhead_s, max_steps=0 if mode == "none" else None)
+                           overhead_s=overhead_s, max_steps=0 if mode == "none" else None,
+                           rescore_rows=test_inputs * rescore_views)
         table[mode] = dict(plan.as_dict(), step_s=round(step_s * cost, 4))
     return table
 
@@ -828,6 +970,9 @@ def main_plan(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-steps", type=int, default=16, help="ACT steps per inference row")
     p.add_argument("--test-inputs", type=int, default=259, help="test inputs (placeholder: 259)")
     p.add_argument("--vote-aug", type=int, default=512)
+    p.add_argument("--select", default=DEFAULT_RULE, help="attempt selection rule (votes: no rescoring rows)")
+    p.add_argument("--select-views", type=views_arg, default="all", metavar="M|all",
+                   help="rescoring views per test input (default all: as many rows again as the voting)")
     p.add_argument("--budget-minutes", type=float, default=690.0)
     p.add_argument("--hidden-rerun-factor", type=float, default=HIDDEN_RERUN_FACTOR)
     p.add_argument("--safety-margin", type=float, default=0.05)
@@ -848,17 +993,22 @@ def main_plan(argv: list[str] | None = None) -> int:
     step = args.step_time * measured / target / args.gpus
     row = (args.infer_row_time * measured / target / args.gpus if args.infer_row_time is not None
            else step / args.batch_size * args.eval_steps / 3)
+    from trm_core.rescore import Selection
+
+    rescore_views = Selection(rule=args.select, views=args.select_views).views_per_input(1 + args.vote_aug)
     table = steps_that_fit(args.budget_minutes, step, row, args.test_inputs, args.vote_aug,
                            hidden_rerun_factor=args.hidden_rerun_factor, safety_margin=args.safety_margin,
-                           overhead_s=args.overhead_minutes * 60)
+                           overhead_s=args.overhead_minutes * 60, rescore_views=rescore_views)
     if args.json:
         print(json.dumps(table, indent=2))
         return 0
     infer = next(iter(table.values()))["infer_s"]
+    rescore = next(iter(table.values()))["rescore_s"]
     print(f"target {args.gpus}x {args.target_gpu} ({target:g} TFLOPS each); full step {step:.3f} s at batch "
           f"{args.batch_size}; inference {row * 1e3:.3f} ms/row")
     print(f"budget {args.budget_minutes:g} min = inference {infer / 60:.1f} min ({args.test_inputs} test inputs x "
-          f"{1 + args.vote_aug} versions, x{args.hidden_rerun_factor:g} hidden rerun) + margin "
+          f"{1 + args.vote_aug} versions, x{args.hidden_rerun_factor:g} hidden rerun) + rescoring "
+          f"{rescore / 60:.1f} min ({args.select}, {rescore_views} views) + margin "
           f"{args.safety_margin * args.budget_minutes:.0f} min + overhead {args.overhead_minutes:g} min + training")
     print(f"{'mode':<15}{'step (s)':>10}{'steps':>10}{'train (min)':>13}")
     for mode, row_ in table.items():

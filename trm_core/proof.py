@@ -65,6 +65,14 @@ PROOF_DEFAULTS: dict[str, Any] = {
     "lr_min_ratio": 1.0,  # < 1: cosine decay to lr x this by the deadline (0.1 from 5e-3 fits dihedral-only data)
     "ema": False,
     "safety_margin": 0.02,  # fraction of the budget left free at the end (load on shared machines varies)
+    # Choosing the attempts (trm_core.rescore; README "Choosing the two attempts"): the rule, the candidates it
+    # re-ranks and the views it scores them under, noisy passes and pooled checkpoints (1 = the final one).
+    "select": "mean_logprob",
+    "select_candidates": 64,
+    "select_views": None,  # None = every view that votes
+    "noise_scale": 0.0,
+    "noise_samples": 0,
+    "pool_checkpoints": 1,
     "mode": "full",  # adaptation mode of the trunk column (the scratch column always trains every weight)
     "adapt": {},  # settings for the trunk column only, on top of these (e.g. {"lr": 1e-3}); see TRUNK_ADAPT
     # A list of setting overrides, one per model: the models train one after another on equal shares of the
@@ -127,7 +135,9 @@ def kaggle_config(settings: dict, challenges_file: Path, solutions_file: Path, o
         colour_permutation=s["colour_permutation"], dihedral_first=s["dihedral_first"], train_translation=s["translate"],
         vote_aug=s["num_aug"] if s["eval_max_augmentations"] is None else s["eval_max_augmentations"],
         seed=s["seed"], hidden_rerun_factor=1.0, safety_margin=s["safety_margin"], device="cpu", nproc=1,
-        canvas_size=canvas if scratch else None, arch=dict(s["arch"]) if scratch else {}, progress=progress)
+        canvas_size=canvas if scratch else None, arch=dict(s["arch"]) if scratch else {}, progress=progress,
+        select=s["select"], select_candidates=s["select_candidates"], select_views=s["select_views"],
+        noise_scale=s["noise_scale"], noise_samples=s["noise_samples"], pool_checkpoints=s["pool_checkpoints"])
 
 
 def _merge(base: dict, overrides: dict) -> dict:
