@@ -72,7 +72,8 @@ def test_an_oracle_model_scores_one(run, monkeypatch):
     def oracle(model, x, puzzle_identifiers, steps=None):
         rows = x.cpu().numpy().astype(np.uint8)
         preds = torch.as_tensor(np.stack([answer[r.tobytes()] for r in rows]).astype(np.int64))
-        return {"preds": preds, "q_halt_logits": torch.zeros(len(rows))}
+        logits = 10.0 * torch.nn.functional.one_hot(preds, 12).float()  # for the default rescoring rule
+        return {"preds": preds, "logits": logits, "q_halt_logits": torch.zeros(len(rows))}
 
     monkeypatch.setattr(trm_core.model, "predict", oracle)
     metrics = run_eval(run / "model.pt", run / "data", run / "oracle", device="cpu", batch_size=4, progress=False)

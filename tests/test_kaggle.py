@@ -396,10 +396,12 @@ def test_rounds_vote_as_one_whole_evaluation_and_replicas_predict_as_one_model(s
 
     model, test, tasks, accumulator = _round_setup(small_dataset)
     acc, writes = accumulator(), []
-    state = infer_in_rounds([model, copy.deepcopy(model)], test, acc, vote_rounds(3), batch_size=5, row_s=0.0,
+    state = infer_in_rounds([[model, copy.deepcopy(model)]], test, acc, vote_rounds(3), batch_size=5, row_s=0.0,
                             time_left=lambda: 1e9, on_round=lambda complete: writes.append(complete) or 0.0)
     assert state["complete"] and state["rows"] == test.num_test_examples and writes == [True] * len(vote_rounds(3))
-    evaluate_model(model, small_dataset, tmp_path, batch_size=7, progress=False)
+    from trm_core.rescore import Selection
+
+    evaluate_model(model, small_dataset, tmp_path, batch_size=7, progress=False, selection=Selection(rule="votes"))
     whole = json.loads((tmp_path / "submission.json").read_text())
     assert make_submission(tasks, acc.ranked()) == whole
 
@@ -420,7 +422,7 @@ def test_inference_stops_before_the_deadline_even_inside_the_originals_and_keeps
         return clock["left"]
 
     originals = len(test.test_rows(0, 1))
-    state = infer_in_rounds([model], test, accumulator(), vote_rounds(3), batch_size=2, row_s=0.1,
+    state = infer_in_rounds([[model]], test, accumulator(), vote_rounds(3), batch_size=2, row_s=0.1,
                             time_left=time_left, on_round=on_round)
     assert not state["complete"] and state["rounds"] == 0 and 0 < state["rows"] < originals
     assert writes == [False]  # the partial round was still written

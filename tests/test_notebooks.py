@@ -76,7 +76,8 @@ def test_every_parameter_papermill_injects_reaches_the_run_config(tmp_path):
                "colour_permutation": False, "dihedral_first": True, "train_translation": False, "vote_aug": 13,
                "eval_batch_size": 17, "warmup_steps": 19, "hidden_rerun_factor": 1.5, "safety_margin": 0.25,
                "seed": 23, "device": "cpu", "nproc": 2, "canvas_size": 12, "progress": True,
-               "heartbeat_minutes": 0.5}
+               "heartbeat_minutes": 0.5, "select": "poe", "select_candidates": 3, "select_views": 2,
+               "noise_scale": 0.5, "noise_samples": 1, "pool_checkpoints": 2}
     assert set(altered) == {f.name for f in dataclasses.fields(KaggleRunConfig)}, "give the new field a value"
     papermill.execute_notebook(str(SUBMISSION), str(tmp_path / "prepared.ipynb"), parameters=altered,
                                prepare_only=True, progress_bar=False)

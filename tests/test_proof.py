@@ -86,7 +86,8 @@ def test_the_proof_runs_end_to_end_on_two_real_tasks_and_prints_its_score(tmp_pa
 
 ALTERED = {"train_aug": 7, "colour_permutation": False, "dihedral_first": True, "train_translation": True,
            "batch_size": 3, "vote_aug": 2, "eval_batch_size": 3, "seed": 9, "steps": 4, "safety_margin": 0.3,
-           "warmup_steps": 5, "hidden_rerun_factor": 1.5, "nproc": 2, "device": "auto"}
+           "warmup_steps": 5, "hidden_rerun_factor": 1.5, "nproc": 2, "device": "auto", "select": "poe",
+           "select_candidates": 3, "select_views": 2, "noise_scale": 0.5, "noise_samples": 1, "pool_checkpoints": 2}
 
 
 @pytest.mark.parametrize("key", sorted(f.name for f in dataclasses.fields(KaggleRunConfig)))

@@ -307,11 +307,21 @@ def save_yaml(data: Any, path: str | Path) -> None:
 # Settings with help: one field -> one command-line flag, one notebook parameter
 # ----------------------------------------------------------------------------------------------------------
 
-def setting(default: Any, help: str) -> Any:
-    """A dataclass field with its default and one line of help (shown by `--help` and the notebook's comment)."""
+def setting(default: Any, help: str, parse: str | None = None) -> Any:
+    """A dataclass field with its default and one line of help (shown by `--help` and the notebook's comment);
+    `parse="views"`: the text `all` also means None (a count of views, `trm_core.rescore.views_arg`)."""
+    meta = {"help": help, **({"parse": parse} if parse else {})}
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def field_value(cls: type, name: str, value: Any) -> Any:
+    """`value` as field `name` of `cls` takes it from text: `all` is None for a `parse="views"` field."""
+    meta = {f.name: f.metadata for f in dataclasses.fields(cls)}.get(name, {})
+    if meta.get("parse") == "views" and isinstance(value, str) and value.strip().lower() == "all":
+        return None
+    return value
 
 
 def add_config_arguments(parser: Any, cls: type) -> None:
@@ -345,7 +355,7 @@ def flags_to_dict(args: Any, cls: type) -> dict:
                 value = None
             elif not (hints[key] is str or set(typing.get_args(hints[key])) == {str, type(None)}):
                 value = parse_value(value)
-        out[key] = value
+        out[key] = field_value(cls, key, value)
     return out
 
 
@@ -380,6 +390,19 @@ class KaggleRunConfig:
     dihedral_first: bool = setting(False, "the plain dihedral versions first, then random colour permutations")
     train_translation: bool = setting(True, "random placement of the training pairs on the canvas")
     vote_aug: int = setting(512, "augmented versions per test input that vote (fewer if time runs short)")
+    # Choosing the attempts (trm_core.rescore). Each extra costs inference rows, which the plan counts; when time
+    # is short the runner drops them in this order: rescoring views, noisy passes, pooled checkpoints, then
+    # voting augmentations.
+    select: str = setting("mean_logprob", "how the two attempts are chosen: mean_logprob (measured best) | votes "
+                          "| poe | votes_then_logprob | hybrid (trm_core/rescore.py)")
+    select_candidates: int = setting(64, "K: candidates per test input a likelihood rule re-ranks")
+    select_views: int | None = setting(None, "M: augmented views each candidate is scored under, one inference row "
+                                       "each; None or all: every view that voted", parse="views")
+    noise_scale: float = setting(0.0, "latent noise std of the extra noisy passes")
+    noise_samples: int = setting(0, "noisy inference passes per row that also vote (0: off); each costs a full "
+                                 "voting pass")
+    pool_checkpoints: int = setting(1, "pool the votes of the adaptation run's last N checkpoints (1: the final "
+                                    "one)")
     eval_batch_size: int = setting(256, "rows per inference forward per device")
     warmup_steps: int = setting(20, "training steps timed before planning (the first third is dropped)")
     hidden_rerun_factor: float = setting(HIDDEN_RERUN_FACTOR, "planned inference time x this: the hidden "
@@ -418,7 +441,7 @@ def swiglu_width(hidden: int, expansion: float) -> int:
     return int(math.ceil(inter / 256) * 256)
 
 
-__all__ = ["ArchConfig", "ConfigError", "KaggleRunConfig", "SHAPE_FREE_SETTINGS", "add_config_arguments",
-           "KAGGLE_PRESETS", "apply_overrides", "arch_from_dict", "check_arch", "config_from", "flags_to_dict",
-           "from_dict", "load_preset", "load_yaml", "parse_overrides", "parse_value", "save_yaml", "setting",
-           "swiglu_width", "to_dict"]
+__all__ = ["ArchConfig", "ConfigError", "KAGGLE_PRESETS", "KaggleRunConfig", "SHAPE_FREE_SETTINGS",
+           "add_config_arguments", "apply_overrides", "arch_from_dict", "check_arch", "config_from", "field_value",
+           "flags_to_dict", "from_dict", "load_preset", "load_yaml", "parse_overrides", "parse_value", "save_yaml",
+           "setting", "swiglu_width", "to_dict"]

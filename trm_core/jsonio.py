@@ -326,7 +326,8 @@ def check_submission_object(data: Any, file: Any = "submission") -> dict:
 
 def check_predictions(data: Any, file: Any = "predictions.json") -> dict:
     """A predictions.json written by `trm eval`: {"rank_by": str, "tasks": {task id: [{"input": grid,
-    "truth": grid or null, "candidates": [{"grid": grid, "votes": int >= 0, "mean_q": number}]}]}}."""
+    "truth": grid or null, "candidates": [{"grid": grid, "votes": int >= 0, "mean_q": number}]}]}}; rescored
+    candidates may also hold "logprob" (number or null), "views" and "tokens" (ints >= 0), "scores", "ranks"."""
     data = _top_object(data, file, "'rank_by' and 'tasks'")
     if "rank_by" in data and not isinstance(data["rank_by"], str):
         raise InputError(f"must be a string, got {short(data['rank_by'])}", file=file, field="rank_by")
@@ -366,6 +367,15 @@ def check_predictions(data: Any, file: Any = "predictions.json") -> dict:
                 if type(q) not in (int, float) or q != q:
                     raise InputError(f"must be a number, got {short(q)}", file=file, task=task_id, index=where,
                                      field="mean_q")
+                # Likelihood fields (files written with a rescoring rule, trm_core.rescore): optional.
+                lp = c.get("logprob")
+                if lp is not None and (type(lp) not in (int, float) or lp != lp):
+                    raise InputError(f"must be a number or null, got {short(lp)}", file=file, task=task_id,
+                                     index=where, field="logprob")
+                for key in ("views", "tokens"):
+                    if key in c and (type(c[key]) is not int or c[key] < 0):
+                        raise InputError(f"must be an int >= 0, got {short(c[key])}", file=file, task=task_id,
+                                         index=where, field=key)
     return data
 
 

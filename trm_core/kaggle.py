@@ -135,6 +135,12 @@ class KaggleRun:
         if cfg.budget_minutes <= 0:
             raise ValueError(f"budget_minutes must be > 0, got {cfg.budget_minutes}")
         adapt_config(cfg.mode, cfg.train, {}, scratch=cfg.weights.strip().lower() in SCRATCH)  # bad key: now
+        if cfg.pool_checkpoints < 1:
+            raise ValueError(f"pool_checkpoints must be >= 1, got {cfg.pool_checkpoints}")
+        from trm_core.rescore import Selection
+
+        self.selection = Selection(rule=cfg.select, candidates=cfg.select_candidates, views=cfg.select_views,
+                                   noise_scale=cfg.noise_scale, noise_samples=cfg.noise_samples, noise_seed=cfg.seed)
         # Scoring and the last log line follow the hard end, in this reserve.
         self.hard_end = self.clock.budget_s - min(3.0, 0.05 * self.clock.budget_s)
         out = prepare_output_dir(cfg.output_dir)  # OutputPathError names the folder and the reason
@@ -334,14 +340,18 @@ class KaggleRun:
         from trm_core.budget import plan_budget, vote_rounds
         from trm_core.data.dataset import PuzzleDataset
 
+        cfg = self.cfg
         rows = PuzzleDataset([str(built.data_dir)], "test", global_batch_size=1,
-                             max_eval_augmentations=self.cfg.vote_aug).num_test_examples
-        rounds = len(vote_rounds(min(self.cfg.vote_aug, self.result.build["train_aug"])))
-        fixed = timing.fixed_s + rows * timing.vote_s + rounds * 3 * self.write_s  # vote, check, write per round
-        plan = plan_budget(self.hard_end, self.clock.elapsed(), warm.step_s or 0.0, timing.row_s, rows,
-                           hidden_rerun_factor=self.cfg.hidden_rerun_factor, safety_margin=self.cfg.safety_margin,
-                           overhead_s=warm.startup_s, fixed_s=fixed,
-                           max_steps=0 if warm.step_s is None else self.cfg.steps)
+                             max_eval_augmentations=cfg.vote_aug).num_test_examples
+        versions = 1 + min(cfg.vote_aug, self.result.build["train_aug"])
+        # Pooled checkpoints and noisy passes repeat every voting row; rescoring adds views per test input.
+        passes = (cfg.pool_checkpoints if warm.step_s is not None else 1) * (1 + cfg.noise_samples)
+        inputs = sum(len(t["test"]) for t in built.tasks.values())
+        fixed = timing.fixed_s + rows * passes * timing.vote_s + len(vote_rounds(versions - 1)) * 3 * self.write_s
+        plan = plan_budget(self.hard_end, self.clock.elapsed(), warm.step_s or 0.0, timing.row_s, rows * passes,
+                           hidden_rerun_factor=cfg.hidden_rerun_factor, safety_margin=cfg.safety_margin,
+                           overhead_s=warm.startup_s, fixed_s=fixed, max_steps=0 if warm.step_s is None else cfg.steps,
+                           rescore_rows=self.selection.views_per_input(versions) * inputs)
         self.result.plan = dict(plan.as_dict(), step_s=warm.step_s or 0.0, infer_row_s=timing.row_s, rows=rows,
                                 processes=self.nproc, batch_size=built.batch, steps_per_epoch=built.steps_per_epoch)
         self.log.event("plan", "plan", **self.result.plan)
@@ -359,7 +369,8 @@ class KaggleRun:
         # (the learning-rate decay follows the clock, so it still ends at the deadline).
         cap = min(math.ceil(plan.train_steps * STEP_HEADROOM), self.cfg.steps or math.inf)
         self.busy = run = Adaptation(self._train_config(built, self.cfg.mode, "adapt", cap, plan.train_s,
-                                                        plan.train_steps), self.nproc, ["trm kaggle", "train"])
+                                                        plan.train_steps, keep=self.cfg.pool_checkpoints),
+                                     self.nproc, ["trm kaggle", "train"])
         try:  # a run late by twice its start-up (and half a minute) is stopped, and the warm-up model infers
             with self.clock.limit(plan.deadline_s + 2 * plan.overhead_s + 30):
                 return run.run()
@@ -369,24 +380,41 @@ class KaggleRun:
             r.final_train = next((x for x in reversed(run.records()) if "train/lm_loss" in x), {})
 
     def infer(self, built: Built, checkpoint: Path | None, timing: Timing) -> None:
-        """Vote in rounds until the hard end; each round replaces submission.json with a complete, valid one."""
+        """Vote in rounds until the hard end; each round replaces submission.json with a complete, valid one.
+        Then the attempts are chosen (`select`) if the rescoring fits in the time left, else the votes decide."""
         import copy
 
-        from trm_core.budget import vote_rounds
+        from trm_core.budget import inference_that_fits, vote_rounds
+        from trm_core.checkpoint import checkpoint_steps
         from trm_core.data.dataset import PuzzleDataset
         from trm_core.dist import devices
         from trm_core.evaluate import infer_in_rounds
 
-        model = timing.model if checkpoint is None else self._load(checkpoint, built)
-        models = [model] + [copy.deepcopy(model).to(d) for d in devices(self.cfg.device, self.nproc)[1:]]
-        self.busy, acc = self, self._accumulator(built, model)
-        infer_in_rounds(models, PuzzleDataset([str(built.data_dir)], "test", global_batch_size=1), acc,
-                        vote_rounds(self.cfg.vote_aug), batch_size=self.cfg.eval_batch_size, row_s=timing.row_s,
+        cfg, sel, test = self.cfg, self.selection, PuzzleDataset([str(built.data_dir)], "test", global_batch_size=1)
+        adapt = self.result.run_dir / "runs" / "adapt" / "checkpoints"
+        pooled = ([adapt / f"step_{s}" / "model.pt" for s in sorted(checkpoint_steps(adapt), reverse=True)]
+                  [:cfg.pool_checkpoints] if checkpoint is not None else [None])  # newest first
+        inputs = sum(len(t["test"]) for t in built.tasks.values())
+        fit = inference_that_fits(self.clock.left(self.hard_end), timing.row_s, inputs, cfg.vote_aug,
+                                  views=sel.views_per_input(1 + cfg.vote_aug), noise_samples=sel.noise_samples,
+                                  pool=len(pooled), hidden_rerun_factor=cfg.hidden_rerun_factor)
+        if fit["cut"]:
+            self.log.event("infer", "less_inference", cut=fit["cut"], **{k: fit[k] for k in
+                                                                         ("vote_aug", "views", "noise_samples", "pool")})
+        models = [[m] + [copy.deepcopy(m).to(d) for d in devices(cfg.device, self.nproc)[1:]]
+                  for m in (timing.model if c is None else self._load(c, built) for c in pooled[:fit["pool"]])]
+        self.busy, acc, voted = self, self._accumulator(built, models[0][0]), []
+        infer_in_rounds(models, test, acc, vote_rounds(fit["vote_aug"]), batch_size=cfg.eval_batch_size,
+                        row_s=timing.row_s * len(models) * (1 + fit["noise_samples"]),
                         time_left=lambda: self.clock.left(self.hard_end), reserve_s=3 * self.write_s,
-                        on_round=lambda complete: self._write_round(built, acc, complete), state=self.result.inference)
+                        on_round=lambda complete: self._write(built, acc.ranked(), "round" if complete else "partial"),
+                        noise_scale=sel.noise_scale, noise_samples=fit["noise_samples"], noise_seed=sel.noise_seed,
+                        voted=voted, state=self.result.inference)
+        self.result.inference.update(pooled=len(models), noise_samples=fit["noise_samples"])
         self.log.event("infer", "done", **self.result.inference)
+        ranked, scored = self._select(built, acc, models[0][0], voted, fit["views"], timing)
         if self.clock.left(self.hard_end) > 3 * self.write_s + 5:  # the report's files, when time allows
-            self._write_report(built, acc)
+            self._write_report(built, ranked, scored)
 
     def heartbeat(self) -> str:  # during inference
         i = self.result.inference
@@ -394,46 +422,76 @@ class KaggleRun:
 
     # --- helpers --------------------------------------------------------------------------------------------
 
-    def _write_round(self, built: Built, acc, complete: bool) -> float:
-        """The votes so far as a complete submission.json (the fallback's attempts where none); its seconds."""
+    def _select(self, built: Built, acc, model, voted: list, views: int, timing: Timing):
+        """The attempts by the chosen rule when its rescoring (`views` rows per test input, at the measured row
+        time and 1.25 x that for safety) fits before the hard end; else the votes decide. (ranked, scored)."""
+        import numpy as np
+
+        from trm_core.evaluate import RESCORE_SAFETY
+        from trm_core.rescore import select_attempts
+
+        ranked = acc.ranked()
+        sel = dataclasses.replace(self.selection, views=views, rule=self.selection.rule if views else "votes",
+                                  noise_samples=0)
+        inputs = {t: [p["input"] for p in task["test"]] for t, task in built.tasks.items()}
+        need = RESCORE_SAFETY * timing.row_s * sel.views_per_input(self.result.inference.get("levels", 1)) * \
+            sum(len(v) for v in inputs.values())
+        if not sel.rescores or not voted:
+            return ranked, None
+        if need + 3 * self.write_s > self.clock.left(self.hard_end):
+            self.log.event("infer", "rescore_skipped", reason=f"{need:.1f} s of rescoring would end late: votes")
+            return ranked, None
+        arrays = {k: np.concatenate([v[k] for v in voted]) for k in voted[0]}
+        ranked, scored, info = select_attempts(model, arrays, acc.identifiers, inputs, ranked, sel,
+                                               batch_size=self.cfg.eval_batch_size)
+        self.result.inference.update(info, selection=sel.as_dict())  # select, rescore_seconds, rescore_rows, ...
+        self._write(built, ranked, "selected")
+        return ranked, scored
+
+    def _write(self, built: Built, ranked, event: str) -> float:
+        """`ranked` as a complete submission.json (the fallback's attempts where none); the seconds it took."""
         from trm_core.submission import merge_into_fallback, write_submission
 
         t = time.monotonic()
-        merged = merge_into_fallback(self.raw, built.tasks, acc.ranked())  # validated: a bug keeps the last file
+        merged = merge_into_fallback(self.raw, built.tasks, ranked)  # validated: a bug keeps the last file
         with self.clock.shield():
             write_submission(self.result.submission, merged)
         self.result.status = "ok"
-        self.log.event("infer", "round" if complete else "partial", rows=self.result.inference["rows"],
-                       seconds=round(time.monotonic() - t, 3))
+        self.log.event("infer", event, rows=self.result.inference.get("rows"), seconds=round(time.monotonic() - t, 3))
         return time.monotonic() - t
 
-    def _write_report(self, built: Built, acc) -> None:
+    def _write_report(self, built: Built, ranked, scored) -> None:
         """eval/: predictions.json, metrics.json, per_task.csv (with the truth when solutions were given) and
         the learning curves: what `trm report OUTPUT_DIR` draws."""
         from trm_core.evaluate import write_eval_files
         from trm_core.plots import plot_learning_curves
         from trm_core.submission import make_submission
 
-        r, ranked = self.result, acc.ranked()
+        r = self.result
         r.eval_dir = r.output_dir / "eval"
         r.eval_dir.mkdir(exist_ok=True)
+        sel = self.selection if scored is not None else None
         r.metrics = write_eval_files(r.eval_dir, built.tasks, self.solutions, ranked,
-                                     make_submission(built.tasks, ranked), {"run_dir": str(r.run_dir), **r.inference})
+                                     make_submission(built.tasks, ranked), {"run_dir": str(r.run_dir), **r.inference},
+                                     selection=sel, scored=scored)
         if r.train_metrics is not None and r.train_metrics.is_file():
             plot_learning_curves(r.train_metrics, r.eval_dir / "learning_curves.png")
 
     def _train_config(self, built: Built, mode: str, name: str, steps: int, seconds: float | None,
-                      planned_steps: int | None = None):
+                      planned_steps: int | None = None, keep: int = 1):
+        """The TrainConfig of one run; `keep` > 1 (pooling the last N checkpoints' votes): a checkpoint every
+        planned / (2N) steps, the last N kept (they span the end of training; the final one is always written)."""
         from trm_core.adapt import adapt_config
 
         cfg = self.cfg
+        every = max(1, (planned_steps or steps) // (2 * keep)) if keep > 1 else None
         runner = dict(data_paths=[str(built.data_dir)], evaluate=False, eval_interval=None,
                       global_batch_size=built.batch, max_steps=steps, max_train_seconds=seconds,
                       epochs=max(1, math.ceil(steps / built.steps_per_epoch)) if steps else 1,
                       load_checkpoint=str(built.weights) if built.weights else None,
                       eval_batch_size=cfg.eval_batch_size, seed=cfg.seed, device=cfg.device, progress=cfg.progress,
                       output_dir=str(self.result.run_dir / "runs"), run_name=name, checkpoint_every_eval=True,
-                      checkpoint_every_n_steps=None, keep_last_checkpoints=1)
+                      checkpoint_every_n_steps=every, keep_last_checkpoints=keep)
         return adapt_config(mode, cfg.train, runner, scratch=built.weights is None, planned_steps=planned_steps)
 
     def _load(self, checkpoint: Path, built: Built):

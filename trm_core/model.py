@@ -174,23 +174,35 @@ class TRMInner(nn.Module):
         r = reset.view(-1, 1, 1)
         return (torch.where(r, self.H_init.to(z_H.dtype), z_H), torch.where(r, self.L_init.to(z_L.dtype), z_L))
 
-    def forward(self, carry: tuple[torch.Tensor, torch.Tensor], batch: dict[str, torch.Tensor]):
-        """One supervision step. Returns (new detached carry, logits (B, S, V), (q_halt, q_continue) fp32)."""
+    def forward(self, carry: tuple[torch.Tensor, torch.Tensor], batch: dict[str, torch.Tensor],
+                noise: float = 0.0, generator: torch.Generator | None = None):
+        """One supervision step. Returns (new detached carry, logits (B, S, V), (q_halt, q_continue) fp32).
+
+        noise > 0 (inference only, see `predict`): Gaussian noise of that standard deviation is added to z_L and
+        z_H after every update of the recursion (PTRM's latent noise: diverse candidates from one model). The
+        latents are RMS-normalised (RMS 1 per position), so `noise` is relative to their scale.
+        """
         z_H, z_L = carry
         dtype = z_H.dtype
         cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
         x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"], dtype)
         H, L = self.config.H_cycles, self.config.L_cycles
         f = self.L_level
+        if noise > 0:
+            def jitter(z: torch.Tensor) -> torch.Tensor:
+                return z + noise * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        else:
+            def jitter(z: torch.Tensor) -> torch.Tensor:
+                return z
         with torch.no_grad():
             for _ in range(H - 1):
                 for _ in range(L):
-                    z_L = f(z_L, z_H + x, cos_sin)
-                z_H = f(z_H, z_L, cos_sin)
+                    z_L = jitter(f(z_L, z_H + x, cos_sin))
+                z_H = jitter(f(z_H, z_L, cos_sin))
         # The last H cycle carries gradient (1-step gradient approximation).
         for _ in range(L):
-            z_L = f(z_L, z_H + x, cos_sin)
-        z_H = f(z_H, z_L, cos_sin)
+            z_L = jitter(f(z_L, z_H + x, cos_sin))
+        z_H = jitter(f(z_H, z_L, cos_sin))
         logits = self.lm_head(z_H)[:, self.prefix_len:]
         q = self.q_head(z_H[:, 0]).to(torch.float32)
         return (z_H.detach(), z_L.detach()), logits, (q[..., 0], q[..., 1])
@@ -269,14 +281,19 @@ class TRM(nn.Module):
                         torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue)))
         return Carry(inner_carry, steps, halted, current), outputs
 
-    def run_steps(self, batch: dict[str, torch.Tensor], steps: int) -> dict[str, torch.Tensor]:
-        """Run `steps` supervision steps on a fresh carry with no halting logic (inference)."""
+    def run_steps(self, batch: dict[str, torch.Tensor], steps: int, noise: float = 0.0,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Run `steps` supervision steps on a fresh carry with no halting logic (inference); `noise`: latent
+        noise in the recursion (`TRMInner.forward`), 0 = the deterministic forward."""
         inputs = batch["inputs"]
         device = inputs.device
         carry = self.inner.empty_carry(inputs.shape[0], device, self.forward_dtype(device))
         carry = self.inner.reset_carry(torch.ones(inputs.shape[0], dtype=torch.bool, device=device), carry)
         for _ in range(steps):
-            carry, logits, (q_halt, q_continue) = self.inner(carry, batch)
+            if noise > 0:
+                carry, logits, (q_halt, q_continue) = self.inner(carry, batch, noise, generator)
+            else:
+                carry, logits, (q_halt, q_continue) = self.inner(carry, batch)
         return {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
 
 
@@ -387,12 +404,15 @@ class ACTLossHead(nn.Module):
 
 @torch.inference_mode()
 def predict(model: TRM, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor,
-            steps: int | None = None) -> dict[str, torch.Tensor]:
+            steps: int | None = None, *, noise: float = 0.0,
+            generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Run `steps` ACT steps (default: halt_max_steps_eval or halt_max_steps) in eval mode.
 
     Args:
         model: a `TRM` (e.g. from `trm_core.load_checkpoint`).
         inputs: (B, seq_len) token ids; puzzle_identifiers: (B,) ids into the model's puzzle table.
+        noise: standard deviation of Gaussian noise added to the latents after every recursion update (0 = the
+            deterministic forward); `generator` draws it (on the model's device), for repeatable samples.
     Returns:
         dict with `logits` (B, seq_len, vocab) fp32, `preds` (B, seq_len) int64, `q_halt_logits` and
         `q_continue_logits` (B,) fp32.
@@ -402,7 +422,10 @@ def predict(model: TRM, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor,
     device = next(model.parameters()).device
     batch = {"inputs": torch.as_tensor(inputs, device=device).to(torch.int32),
              "puzzle_identifiers": torch.as_tensor(puzzle_identifiers, device=device).to(torch.int32)}
-    out = model.run_steps(batch, steps or model.config.eval_steps)
+    if noise > 0:
+        out = model.run_steps(batch, steps or model.config.eval_steps, noise, generator)
+    else:
+        out = model.run_steps(batch, steps or model.config.eval_steps)
     model.train(was_training)
     logits = out["logits"].float()
     return {"logits": logits, "preds": logits.argmax(-1), "q_halt_logits": out["q_halt_logits"],

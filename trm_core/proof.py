@@ -89,7 +89,7 @@ def apply_settings(run: dict, own: dict, items: Sequence[str]) -> tuple[dict, di
     A KaggleRunConfig field is set (`train_aug=8`); `canvas`, `ensemble` and `adapt.KEY=VALUE` are the proof's;
     anything else is a training override added to `train` (`lr=1e-3`, `arch.hidden_size=16`), which the runner's
     one loader checks (an unknown key is an error naming it). Values are parsed by `trm_core.config`."""
-    from trm_core.config import KaggleRunConfig, parse_overrides
+    from trm_core.config import KaggleRunConfig, field_value, parse_overrides
 
     fields = {f.name for f in dataclasses.fields(KaggleRunConfig)}
     run, own = {**run, "train": list(run.get("train", []))}, {**own, "adapt": list(own["adapt"])}
@@ -98,7 +98,7 @@ def apply_settings(run: dict, own: dict, items: Sequence[str]) -> tuple[dict, di
         if key == "adapt":
             own["adapt"].append(item.split(".", 1)[1])
         elif key in fields:
-            run[key] = value
+            run[key] = field_value(KaggleRunConfig, key, value)
         elif key in PROOF_SETTINGS:
             own[key] = value
         else:

@@ -6,7 +6,9 @@
 
 For each task and test input the page shows the test input, the top candidates with their vote counts and mean
 sigmoid(q_halt) (the two submitted attempts first), and the true output when it is known; a candidate equal to
-the truth is framed in green. It reads `predictions.json` and `metrics.json` written by `trm eval`. Grids are
+the truth is framed in green. When a likelihood rule chose the attempts (`trm eval --select poe`, see
+`trm_core.rescore`) each caption also gives the candidate's log-probability summed over the augmented views and,
+where the rule moved it, its rank by votes. It reads `predictions.json` and `metrics.json` written by `trm eval`. Grids are
 inline PNG images (written with zlib, no extra dependency) drawn with the standard ARC palette and grid lines,
 so the file opens anywhere, offline, and stays small.
 """
@@ -85,6 +87,18 @@ img { image-rendering: pixelated; display: block; margin: auto; }
 """
 
 
+def _caption(r: int, c: dict) -> str:
+    """`#1: 12 votes, q 0.83` and, for a rescored candidate, `, log p -3.2 (8 views), votes #2`."""
+    text = f"#{r + 1}: {c['votes']} votes, q {c['mean_q']:.2f}"
+    if "logprob" in c:
+        lp = c["logprob"]
+        text += f", log p {'-inf' if lp is None else format(lp, '.1f')} ({c.get('views', '?')} views)"
+        vote_rank = (c.get("ranks") or {}).get("votes")
+        if vote_rank is not None and vote_rank != r + 1:
+            text += f", votes #{vote_rank}"
+    return text
+
+
 def render_html(predictions: dict, metrics: dict | None = None, *, top: int = 3, only_unsolved: bool = False,
                 title: str = "trm_core evaluation", curves_png: bytes | None = None) -> str:
     """The report page for `predictions.json`'s content (and optionally `metrics.json`'s and a learning-curve
@@ -101,8 +115,13 @@ def render_html(predictions: dict, metrics: dict | None = None, *, top: int = 3,
     if curves_png:
         parts.append(f"<p><img alt='learning curves' src='data:image/png;base64,"
                      f"{base64.b64encode(curves_png).decode()}'></p>")
-    parts.append(f"<p>Ranking: {html.escape(str(predictions.get('rank_by', '?')))}; the first two candidates are "
-                 "the submitted attempts. Green frame: equals the true output.</p>")
+    select = predictions.get("select", "votes")
+    how = "votes" if select == "votes" else (
+        f"{select} (likelihood over augmented views of the top {(predictions.get('selection') or {}).get('candidates', '?')} "
+        "candidates by votes; captions give each one's summed log-probability and its rank by votes)")
+    parts.append(f"<p>Ranking: {html.escape(str(predictions.get('rank_by', '?')))}; attempts chosen by "
+                 f"{html.escape(how)}; the first two candidates are the submitted attempts. Green frame: equals the "
+                 "true output.</p>")
     for task_id, tests in predictions["tasks"].items():
         blocks = []
         for i, test in enumerate(tests):
@@ -114,8 +133,8 @@ def render_html(predictions: dict, metrics: dict | None = None, *, top: int = 3,
                 continue
             status = "" if truth is None else (" solved" if solved else " unsolved")
             figs = [_figure(test["input"], f"test {i} input"), '<div class="sep"></div>']
-            figs += [_figure(c["grid"], f"#{r + 1}: {c['votes']} votes, q {c['mean_q']:.2f}",
-                             "correct" if ok else "") for r, (c, ok) in enumerate(zip(cands, right))]
+            figs += [_figure(c["grid"], _caption(r, c), "correct" if ok else "")
+                     for r, (c, ok) in enumerate(zip(cands, right))]
             if not cands:
                 figs.append(_figure(None, "no prediction (fallback submitted)"))
             if truth is not None:

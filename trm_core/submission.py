@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from trm_core.jsonio import short, show_id
-from trm_core.utils import atomic_write_text
+from trm_core.utils import atomic_write_text, prepare_output_dir
 from trm_core.voting import MAX_SIDE, Ranked
 
 FALLBACKS = ("input", "zeros")
@@ -339,6 +339,55 @@ def pool_predictions(prediction_files: Sequence[str | Path], challenges: Any, *,
     return make_submission(chal, pool_ranked(rankeds, rank_by), fallback)
 
 
+def write_pooled(prediction_files: Sequence[str | Path], challenges: Any, output_dir: str | Path, *,
+                 solutions: Any = None, rank_by: str = "votes_then_q", fallback: str = "input",
+                 top: int = 10) -> dict:
+    """Pool several evaluations' predictions.json (`pool_ranked`) and write output_dir/submission.json,
+    predictions.json (the pooled candidates and votes, for `trm report`) and metrics.json (pass@K and the
+    Kaggle score when `solutions` -- dict, path, or None for the truths stored in the files -- are known)."""
+    from trm_core.evaluate import _predictions_json
+    from trm_core.jsonio import check_predictions, read_json
+    from trm_core.voting import pass_at_k, pool_ranked, ranked_from_predictions
+
+    chal = read_challenges(challenges)
+    rankeds, truths = [], {}
+    for path in prediction_files:
+        data = check_predictions(read_json(path, tasks_at=("tasks",)), path)
+        rankeds.append(ranked_from_predictions(data))
+        for task_id, entries in data["tasks"].items():
+            if entries and all(e.get("truth") is not None for e in entries):
+                truths.setdefault(task_id, [e["truth"] for e in entries])
+    sols = read_solutions(solutions) if solutions is not None else (truths or None)
+    ranked = pool_ranked(rankeds, rank_by)
+    submission = make_submission(chal, ranked, fallback)
+    output_dir = prepare_output_dir(output_dir)
+    write_submission(output_dir / "submission.json", submission)
+    metrics: dict[str, Any] = {"evaluations": len(rankeds), "pooled_from": [str(p) for p in prediction_files],
+                               "rank_by": rank_by, "tasks": len(chal)}
+    if sols:
+        sols = {t: v for t, v in sols.items() if t in chal}
+        metrics.update({f"ARC/{k}": v for k, v in pass_at_k(ranked, sols)["overall"].items()})
+        metrics["kaggle_score"] = score_submission(submission, sols)[0]
+    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(output_dir / "predictions.json",
+                      json.dumps({"rank_by": rank_by, "select": "votes", "pooled_from": metrics["pooled_from"],
+                                  "tasks": _predictions_json(ranked, chal, sols, top)}))
+    return metrics
+
+
+def pool_last_evaluations(eval_root: str | Path, n: int, data_dir: str | Path) -> dict:
+    """The trainer's `pool_last_n`: pool the last `n` evaluations under `eval_root` (step_N/predictions.json,
+    by step) into `eval_root/step_<last>/pooled_last_<n>/`; the dataset's test_puzzles.json names the tasks."""
+    eval_root = Path(eval_root)
+    steps = sorted(int(p.parent.name[5:]) for p in eval_root.glob("step_*/predictions.json")
+                   if p.parent.name[5:].isdigit())[-n:]
+    if not steps:
+        raise ValueError(f"no evaluation under {eval_root}")
+    files = [eval_root / f"step_{s}" / "predictions.json" for s in steps]
+    return write_pooled(files, Path(data_dir) / "test_puzzles.json", eval_root / f"step_{steps[-1]}" /
+                        f"pooled_last_{n}")
+
+
 def main_pool(argv: Sequence[str] | None = None) -> int:
     from trm_core.voting import RANK_RULES
 
@@ -356,9 +405,15 @@ def main_pool(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--solutions", default=None, help="known solutions: print the score")
     p.add_argument("--rank-by", choices=RANK_RULES, default="votes_then_q")
     p.add_argument("--fallback", choices=FALLBACKS, default="input")
+    p.add_argument("--report-dir", default=None,
+                   help="also write the pooled evaluation here (submission.json, predictions.json with the pooled "
+                        "votes, metrics.json): `trm report REPORT_DIR` then shows why each attempt was chosen")
     args = p.parse_args(argv)
     try:
         sub = pool_predictions(args.predictions, args.challenges, rank_by=args.rank_by, fallback=args.fallback)
+        if args.report_dir:
+            write_pooled(args.predictions, args.challenges, args.report_dir, solutions=args.solutions,
+                         rank_by=args.rank_by, fallback=args.fallback)
     except ValueError as e:
         print(f"trm pool: {e}", file=sys.stderr)
         return 2

@@ -89,6 +89,14 @@ class TrainConfig:
     checkpoint_every_n_steps: int | None = None
     keep_last_checkpoints: int = 3
     eval_max_augmentations: int | None = None  # cap augmented versions per task at evaluation
+    # How evaluations choose the attempts: trm_core.rescore.Selection fields (rule, candidates, views,
+    # noise_scale, noise_samples, noise_seed); None = the default (mean_logprob over every view). Likelihood
+    # rules also log every rule's pass@K. {"rule": "votes"} = upstream's choice, at no extra cost.
+    eval_selection: dict | None = None
+    # > 1: each evaluation also writes eval/step_N/pooled_last_N/ from the last N evaluations' predictions.json
+    # (a sliding window of checkpoints as an ensemble, like `trm pool`); aggregated_voting pools every
+    # evaluation into the evaluation's own outputs instead (upstream parity).
+    pool_last_n: int = 1
     max_examples_per_puzzle: int | None = None
     eval_batch_size: int | None = None  # rows per eval forward on each rank; None = micro/local batch
     seed: int = 0
@@ -146,6 +154,15 @@ def validate_config(cfg: TrainConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: freeze_weights_epochs unfreezes every weight, which a lora run keeps frozen")
     if cfg.freeze_weights and cfg.lora is not None:
         raise ConfigError(f"{source}: freeze_weights trains only the embeddings, so a lora section would never train")
+    if cfg.pool_last_n < 1:
+        raise ConfigError(f"{source}: pool_last_n must be >= 1, got {cfg.pool_last_n}")
+    if cfg.eval_selection is not None:
+        from trm_core.rescore import Selection
+
+        try:
+            Selection(**cfg.eval_selection)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{source}: eval_selection: {e}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -457,14 +474,26 @@ class Trainer:
         if self.cfg.aggregated_voting and self.vote_pool is None:
             self.vote_pool = trm_eval.VotePool()
         ctx = self.ema.apply_to(self.model) if self.ema is not None else contextlib.nullcontext()
+        selection = None
+        if self.cfg.eval_selection is not None:
+            from trm_core.rescore import Selection
+
+            selection = Selection(**self.cfg.eval_selection)
         with ctx:  # self.model's recursion is the compiled one when compile is on, as upstream evaluates
             metrics = trm_eval.evaluate_model(self.model, with_test[0], out_dir, info=self.info,
                                               batch_size=self.cfg.eval_batch_size or self.micro,
                                               max_eval_augmentations=self.cfg.eval_max_augmentations,
                                               progress=self.cfg.progress, extra={"step": self.step},
                                               count_empty_predictions=self.cfg.count_empty_predictions,
-                                              vote_pool=self.vote_pool if self.info.is_main else None)
+                                              vote_pool=self.vote_pool if self.info.is_main else None,
+                                              selection=selection)
         self.model.train()
+        if self.info.is_main and metrics and self.cfg.pool_last_n > 1:
+            from trm_core.submission import pool_last_evaluations
+
+            pooled = pool_last_evaluations(self.run_dir / "eval", self.cfg.pool_last_n, with_test[0])
+            metrics.update({f"pooled/{k}": v for k, v in pooled.items()
+                            if k.startswith("ARC/") or k in ("kaggle_score", "evaluations")})
         if self.info.is_main and metrics:
             # upstream's names as it logs them (ARC/pass@K, all/accuracy, ...); the rest under eval/
             self._log({k if k.startswith(("ARC/", "all/")) else f"eval/{k}": v for k, v in metrics.items()})

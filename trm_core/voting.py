@@ -38,11 +38,19 @@ TestInputs = Mapping[str, Sequence[Any]]  # task id -> test input grids (lists o
 
 @dataclass(frozen=True)
 class Candidate:
-    """One distinct predicted grid for a test input (colours 0..9), its vote count and mean sigmoid(q_halt)."""
+    """One distinct predicted grid for a test input (colours 0..9), its vote count and mean sigmoid(q_halt).
+
+    The likelihood fields are filled only when the candidate was rescored (`trm_core.rescore`): `logprob` is the
+    sum over `views` augmented views of the model's log-probability of the grid (the product-of-experts score),
+    `tokens` the label tokens scored per view (cells + EOS border).
+    """
 
     grid: np.ndarray  # (h, w) uint8
     votes: int
     mean_q: float
+    logprob: float | None = None
+    views: int = 0
+    tokens: int = 0
 
 
 Ranked = dict[tuple[str, int], list[Candidate]]  # (task id, test index) -> candidates, best first
@@ -474,6 +482,7 @@ def pool_ranked(rankeds: Sequence[Ranked], rank_by: str = "votes_then_q") -> Ran
     Identical grids add their votes; mean_q becomes the vote-weighted mean; candidates are re-ranked with
     `rank_by` (remaining ties: the evaluation listed first, then its own order). Input lists may be truncated
     (predictions.json keeps each evaluation's top candidates): a grid missing from one list counts 0 votes there.
+    Likelihoods (`Candidate.logprob`) are not pooled: they belong to one model, so pooled candidates carry none.
     """
     if rank_by not in RANK_RULES:
         raise ValueError(f"rank_by must be one of {RANK_RULES}, got {rank_by!r}")
@@ -498,7 +507,8 @@ def pool_ranked(rankeds: Sequence[Ranked], rank_by: str = "votes_then_q") -> Ran
 
 
 def ranked_from_predictions(predictions: Mapping[str, Any]) -> Ranked:
-    """The `Ranked` stored in a predictions.json (`trm eval`'s top candidates per test input, with votes)."""
+    """The `Ranked` stored in a predictions.json (`trm eval`'s top candidates per test input, with votes and,
+    in files written with a rescoring rule, likelihoods), in the file's order (the chosen attempts first)."""
     tasks = predictions.get("tasks") if isinstance(predictions, Mapping) else None
     if not isinstance(tasks, Mapping):
         raise ValueError("not a predictions.json: no 'tasks' mapping")
@@ -506,7 +516,10 @@ def ranked_from_predictions(predictions: Mapping[str, Any]) -> Ranked:
     for task_id, entries in tasks.items():
         for i, entry in enumerate(entries):
             out[(task_id, i)] = [Candidate(np.asarray(c["grid"], dtype=np.uint8), int(c["votes"]),
-                                           float(c["mean_q"])) for c in entry.get("candidates", [])]
+                                           float(c["mean_q"]),
+                                           None if c.get("logprob") is None else float(c["logprob"]),
+                                           int(c.get("views", 0)), int(c.get("tokens", 0)))
+                                 for c in entry.get("candidates", [])]
     return out
 
 

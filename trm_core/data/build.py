@@ -748,17 +748,17 @@ def main(argv: list[str] | None = None) -> int:
     test_names = list(dict.fromkeys(args.test_set_names + args.test_set_name + args.test_set_name2))
     subsets = [s for s, _, _ in sources] if sources else args.subsets
     first_is_test = _route(subsets[:1], test_names, args.train_only_subsets).get(subsets[0]) == "test"
-    order = SPLITS
+    order, note = SPLITS, None
     if args.split_order == "test-first":
         order = ("test", "train")
     elif args.split_order == "auto" and first_is_test and args.rng_scheme == "upstream":
         if os.environ.get("PYTHONHASHSEED", "random") != "random":
             order = python_set_split_order()
         else:
-            print("note: the first subset is a test set, so upstream's split order (and with it every identifier) "
-                  "depends on Python's string hashing; this build puts train first. To match an upstream build whose "
-                  "test/ puzzles were numbered first, pass --split-order test-first (or set PYTHONHASHSEED to the "
-                  "value that build ran with).", file=sys.stderr)
+            note = ("the first subset is a test set, so upstream's split order (and with it every identifier) "
+                    "depends on Python's string hashing; this build puts train first. To match an upstream build "
+                    "whose test/ puzzles were numbered first, pass --split-order test-first (or set PYTHONHASHSEED "
+                    "to the value that build ran with).")
     try:
         summary = build_dataset(args.input_file_prefix, args.output_dir, args.subsets or [], test_names,
                                 args.num_aug, args.seed, args.puzzle_identifiers_start, args.train_only_subsets,
@@ -774,6 +774,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {line}", file=sys.stderr)
     for line in summary["warnings"]:
         print(f"warning: {line}", file=sys.stderr)
+    if note:  # after the build: a failed build's error stays the one line on stderr
+        print(f"note: {note}", file=sys.stderr)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("problems", "warnings")}
                      | {"problems": len(summary["problems"])}))
     return 0

@@ -1,0 +1,76 @@
+"""Ship a snapshot of the CPU pretraining run: export its latest checkpoint as the package's trunk and keep its
+metrics and learning curves in the repo.
+
+    python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain              # latest checkpoint
+    python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain --step 4000
+
+Writes trm_core/trunks/cpu_c12_h64/{model.pt,config.yaml,README.md} (`trm_core.checkpoint.export_trunk`, the code
+behind `trm export`), bench/results/cpu_pretrain/{metrics.jsonl.gz,learning_curves.png,summary.json}, and prints
+the summary the model card quotes: steps, examples seen, hours of training (the sum of the logged intervals, so
+pauses between resumed sessions do not count) and the last evaluation on the pool's held-back test inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TRUNK = REPO / "trm_core" / "trunks" / "cpu_c12_h64"
+RESULTS = REPO / "bench" / "results" / "cpu_pretrain"
+MAX_GAP_S = 120.0  # a longer gap between two logged lines is a pause (the run was stopped and resumed)
+
+
+def summarize(records: list[dict], step: int, batch: int) -> dict:
+    train = [r for r in records if "train/lm_loss" in r and r["step"] <= step]
+    times = [r["time"] for r in train]
+    seconds = sum(b - a for a, b in zip(times, times[1:]) if 0 < b - a < MAX_GAP_S)
+    evals = [r for r in records if "ARC/pass@2" in r and r["step"] <= step]
+    last = train[-50:]
+    return {"step": step, "examples": step * batch, "train_hours": round(seconds / 3600, 2),
+            "sessions": 1 + sum(1 for a, b in zip(times, times[1:]) if b - a >= MAX_GAP_S),
+            "last_50_logged": {k: round(sum(r[k] for r in last) / len(last), 4)
+                               for k in ("train/lm_loss", "train/accuracy", "train/exact_accuracy")} if last else {},
+            "last_eval": {k: v for k, v in evals[-1].items() if k.startswith("ARC/") or k == "step"} if evals else {}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    import yaml
+
+    from trm_core.checkpoint import export_trunk
+
+    ckpts = sorted((args.run_dir / "checkpoints").glob("step_*"), key=lambda d: int(d.name.split("_")[1]))
+    if args.step is not None:
+        ckpts = [c for c in ckpts if c.name == f"step_{args.step}"]
+    if not ckpts:
+        print(f"no checkpoint{'' if args.step is None else f' step_{args.step}'} in {args.run_dir}/checkpoints",
+              file=sys.stderr)
+        return 2
+    ckpt = ckpts[-1]
+    step = int(ckpt.name.split("_")[1])
+    export_trunk(ckpt, TRUNK)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    lines = (args.run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    with gzip.open(RESULTS / "metrics.jsonl.gz", "wt") as f:
+        f.write("\n".join(json.dumps(r) for r in records if r["step"] <= step) + "\n")
+    if (args.run_dir / "learning_curves.png").is_file():
+        shutil.copy(args.run_dir / "learning_curves.png", RESULTS / "learning_curves.png")
+    batch = yaml.safe_load((args.run_dir / "config.yaml").read_text())["global_batch_size"]
+    summary = dict(summarize(records, step, batch), checkpoint=str(ckpt.relative_to(args.run_dir)))
+    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
