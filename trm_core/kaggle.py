@@ -525,6 +525,9 @@ class KaggleRun:
                 r.test_outputs = sum(len(v) for v in per_task.values())
         except Exception as e:  # noqa: BLE001 - the run has ended: report, never raise
             r.errors.append(f"finish: {type(e).__name__}: {e}")
+        if r.run_dir is not None and r.run_dir.is_dir() and not any(r.run_dir.iterdir()):
+            r.run_dir.rmdir()  # nothing was built (the input was unusable): no empty folder left behind
+            r.run_dir = None
         r.seconds = round(self.clock.elapsed(), 3)
         self.log.event("run", "end", status=r.status, seconds=r.seconds, score=r.score, phases=r.phases,
                        eval_dir=str(r.eval_dir) if r.eval_dir else None, run_dir=str(r.run_dir))
