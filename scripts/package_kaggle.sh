@@ -21,7 +21,7 @@
 #   --upload [--create]  stage, then run them (datasets version; with --create: datasets create)
 # --upload needs KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY, or ~/.kaggle/kaggle.json with mode 600;
 # they are never printed. Every staged folder is scanned for credentials first (a hit refuses, naming the file).
-# More: python -m trm_core.packaging kaggle-stage --help
+# More: python scripts/kaggle_staging.py --help (the staging code, beside this script)
 set -euo pipefail
 
 usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
@@ -39,5 +39,5 @@ case "${1:-}" in
 esac
 
 # --repo-dir first so that a later --repo-dir in "$@" wins (argparse keeps the last value).
-exec env "PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}" "$python" -m trm_core.packaging kaggle-stage "$1" \
+exec env "PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}" "$python" "$root/scripts/kaggle_staging.py" "$1" \
   --repo-dir "$root" "${@:2}"

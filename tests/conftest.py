@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -16,6 +17,10 @@ torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 ARC_DIR = REPO / "data" / "arc"
+# Repo tooling lives beside its shell scripts, outside the package: importable by the tests.
+for _tools in ("scripts", "wheels"):
+    if str(REPO / _tools) not in sys.path:
+        sys.path.insert(0, str(REPO / _tools))
 
 
 def tiny_arch(**overrides):

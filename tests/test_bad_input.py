@@ -227,7 +227,7 @@ def test_a_read_only_output_folder_is_named_with_the_reason(command, tmp_path, c
 
 
 def test_a_kaggle_log_that_cannot_be_written_still_leaves_the_fallback_submission(tmp_path, capsys):
-    from trm_core.kaggle import check_submission
+    from trm_core.submission import check_submission
 
     chal = tmp_path / "hidden_challenges.json"
     chal.write_text(json.dumps({"bad1": {"train": [], "test": [{"input": [[1, 2]]}]},  # no train pairs: malformed

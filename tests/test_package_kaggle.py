@@ -3,7 +3,7 @@
 A fake `kaggle` first on PATH records its calls: a dry run must never call it; `--upload` with (fake) credentials
 must call it with the right arguments, and no credential value may appear in the output.
 Each run of the script imports trm_core (and torch), so only the end-to-end cases go through the shell; the
-others call `trm_core.packaging.main` in-process with the same arguments.
+others call `scripts/kaggle_staging.py`'s `main` in-process with the same arguments.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from trm_core import packaging
+import kaggle_staging as staging  # scripts/ is on sys.path (conftest)
+from trm_core.utils import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "package_kaggle.sh"
 SECRET = "s3cr3t-kaggle-key-0123"
-PARAMS = {"data_dir": "/tmp/data", "weights_dir": "", "wheels_dir": "", "repo_dir": "", "output_dir": ".",
+PARAMS = {"data_dir": "/tmp/data", "weights": "", "wheels_dir": "", "repo_dir": "", "output_dir": ".",
           "budget_minutes": 60, "mode": "dev"}
 
 
@@ -56,7 +57,7 @@ def inputs(tmp_path_factory) -> dict:
     wheelhouse.mkdir()
     whl = wheelhouse / "trm_core-0.1.0-py3-none-any.whl"
     whl.write_bytes(b"PK fake wheel")
-    digest = packaging.sha256_file(whl)
+    digest = sha256_file(whl)
     (wheelhouse / "SHA256SUMS").write_text(f"{digest}  {whl.name}\n")
     (wheelhouse / "manifest.json").write_text(json.dumps({"wheels": [{"file": whl.name, "sha256": digest}]}))
 
@@ -110,7 +111,7 @@ def stage(shim, monkeypatch, capsys):
     def run(args: list[str], **extra_env: str) -> tuple[int, str, str]:
         for key, value in extra_env.items():
             monkeypatch.setenv(key, value)
-        rc = packaging.main(["kaggle-stage", *args])
+        rc = staging.main(args)
         out = capsys.readouterr()
         return rc, out.out, out.err
 
@@ -143,7 +144,7 @@ def test_dry_run_all_stages_every_dataset_and_the_kernel_without_calling_kaggle(
     res = stage_all(inputs, out, env, "--dry-run")
     assert res.returncode == 0, res.stderr
     assert not log.exists(), "kaggle was called in a dry run"
-    assert sorted(p.name for p in out.iterdir()) == [packaging.STAGING_MARKER, "kernel", "repo", "weights", "wheels"]
+    assert sorted(p.name for p in out.iterdir()) == [staging.STAGING_MARKER, "kernel", "repo", "weights", "wheels"]
 
     # weights: exactly the trunk export, its config and card (no optimizer state)
     weights = out / "weights"
@@ -185,7 +186,7 @@ def test_dry_run_all_stages_every_dataset_and_the_kernel_without_calling_kaggle(
     # the notebook: parameters injected after the parameters cell, nothing executed
     nb = nbformat.read(kernel / "trm_submission.ipynb", as_version=4)
     (injected,) = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    for line in ('data_dir = "/kaggle/input/arc-prize-2025"', 'weights_dir = "/kaggle/input/trm-core-weights"',
+    for line in ('data_dir = "/kaggle/input/arc-prize-2025"', 'weights = "/kaggle/input/trm-core-weights"',
                  'wheels_dir = "/kaggle/input/trm-core-wheels"', 'repo_dir = "/kaggle/input/trm-core-repo"',
                  'output_dir = "/kaggle/working"', "budget_minutes = 690"):
         assert line in injected.source, line
@@ -256,24 +257,24 @@ def test_upload_refuses_a_kaggle_json_readable_by_others(inputs, shim, stage, tm
 
 
 def test_credentials_check_reports_only_the_source():
-    assert packaging.check_kaggle_credentials({"KAGGLE_API_TOKEN": SECRET}, Path("/nonexistent")) == \
+    assert staging.check_kaggle_credentials({"KAGGLE_API_TOKEN": SECRET}, Path("/nonexistent")) == \
         "KAGGLE_API_TOKEN"
-    assert packaging.check_kaggle_credentials({"KAGGLE_USERNAME": "u", "KAGGLE_KEY": SECRET},
+    assert staging.check_kaggle_credentials({"KAGGLE_USERNAME": "u", "KAGGLE_KEY": SECRET},
                                               Path("/nonexistent")) == "KAGGLE_USERNAME/KAGGLE_KEY"
     with pytest.raises(PermissionError):
-        packaging.check_kaggle_credentials({"KAGGLE_USERNAME": "u"}, Path("/nonexistent"))
+        staging.check_kaggle_credentials({"KAGGLE_USERNAME": "u"}, Path("/nonexistent"))
 
 
 def test_metadata_limits_are_enforced():
-    names = packaging.KaggleNames(user="testuser")
+    names = staging.KaggleNames(user="testuser")
     with pytest.raises(ValueError, match="title"):
-        packaging.dataset_metadata(names, "trm-core-weights", "TRM", "a subtitle of enough length", "d")
+        staging.dataset_metadata(names, "trm-core-weights", "TRM", "a subtitle of enough length", "d")
     with pytest.raises(ValueError, match="subtitle"):
-        packaging.dataset_metadata(names, "trm-core-weights", "TRM weights", "too short", "d")
+        staging.dataset_metadata(names, "trm-core-weights", "TRM weights", "too short", "d")
     with pytest.raises(ValueError, match="slug"):
-        packaging.KaggleNames(user="testuser", weights="TRM_Weights")
+        staging.KaggleNames(user="testuser", weights="TRM_Weights")
     with pytest.raises(ValueError, match="slug"):
-        packaging.KaggleNames(user="testuser", competition="x" * 51)
+        staging.KaggleNames(user="testuser", competition="x" * 51)
 
 
 def test_missing_inputs_fail_clearly(inputs, shim, stage, tmp_path):

@@ -3,13 +3,17 @@ whole pipeline (build -> train -> evaluate -> score) runs on two real tasks in s
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
 from conftest import ARC_DIR, REPO
 from trm_core import proof
+from trm_core.config import KaggleRunConfig
 from trm_core.data.arc import load_task_file
+from trm_core.config import load_preset
 
 TASKS = REPO / "data" / "proof_tasks.json"
 
@@ -67,8 +71,9 @@ def test_the_proof_runs_end_to_end_on_two_real_tasks_and_prints_its_score(tmp_pa
                                     "test": [{"input": p["input"], "output": o}
                                              for p, o in zip(challenges[t]["test"], solutions[t])]} for t in two}))
     code = proof.main(["--tasks", str(path), "--output-dir", str(tmp_path / "out"), "--budget-minutes", "2",
-                       "--weights", "scratch", "--no-progress", "--set", "num_aug=3", "--set", "max_steps=3", "--set", "arch.hidden_size=16",
-                       "--set", "arch.num_heads=2", "--set", "arch.puzzle_emb_ndim=16", "--set", "eval_batch_size=8"])
+                       "--weights", "scratch", "--no-progress", "--set", "train_aug=3", "--set", "vote_aug=3",
+                       "--set", "steps=3", "--set", "arch.hidden_size=16", "--set", "arch.num_heads=2",
+                       "--set", "arch.puzzle_emb_ndim=16", "--set", "eval_batch_size=8"])
     out = capsys.readouterr().out
     assert code == 0
     result = json.loads((tmp_path / "out" / "result.json").read_text())
@@ -79,38 +84,66 @@ def test_the_proof_runs_end_to_end_on_two_real_tasks_and_prints_its_score(tmp_pa
     assert "pass@2" in out and "test input unchanged" in out
 
 
-ALTERED = {"num_aug": 7, "colour_permutation": False, "dihedral_first": True, "translate": True,
-           "global_batch_size": 3, "lr": 1e-4, "optimizer": "adam_atan2_pytorch", "lr_warmup_steps": 7,
-           "puzzle_emb_lr": 0.5, "eval_batch_size": 3,
-           "eval_max_augmentations": 2, "seed": 9, "max_steps": 4, "lr_min_ratio": 0.5, "ema": True,
-           "safety_margin": 0.3, "arch": {"hidden_size": 8}, "select": "poe", "select_candidates": 3,
-           "select_views": 2, "noise_scale": 0.5, "noise_samples": 1, "pool_checkpoints": 2}
-RESOLVED_BEFORE = {"canvas", "ensemble", "mode", "adapt"}  # arguments of kaggle_config, or applied around it
+ALTERED = {"train_aug": 7, "colour_permutation": False, "dihedral_first": True, "train_translation": True,
+           "batch_size": 3, "vote_aug": 2, "eval_batch_size": 3, "seed": 9, "steps": 4, "safety_margin": 0.3,
+           "warmup_steps": 5, "hidden_rerun_factor": 1.5, "nproc": 2, "device": "auto", "select": "poe",
+           "select_candidates": 3, "select_views": 2, "noise_scale": 0.5, "noise_samples": 1, "pool_checkpoints": 2}
 
 
-@pytest.mark.parametrize("key", [k for k in proof.PROOF_DEFAULTS if k not in RESOLVED_BEFORE])
-def test_every_proof_setting_reaches_the_kaggle_run(key, tmp_path):
-    assert set(ALTERED) == set(proof.PROOF_DEFAULTS) - RESOLVED_BEFORE
+@pytest.mark.parametrize("key", sorted(f.name for f in dataclasses.fields(KaggleRunConfig)))
+def test_every_recipe_setting_reaches_the_proof_columns(key, tmp_path):
+    """A field added to KaggleRunConfig is a `--set` key of the proof at once (and a flag of trm kaggle, and a
+    notebook parameter: test_notebooks). Fields the proof owns per column are set by it."""
+    per_column = {"challenges_file", "solutions_file", "weights", "output_dir", "work_dir", "budget_minutes",
+                  "progress", "heartbeat_minutes", "mode", "canvas_size"}
+    files = (tmp_path / "c.json", tmp_path / "s.json")
 
-    def config(settings):
-        return proof.kaggle_config(settings, tmp_path / "c.json", tmp_path / "s.json", tmp_path, 12, 10.0, False)
+    def config(items):
+        run, _ = proof.apply_settings(load_preset("proof"), proof.PROOF_SETTINGS, items)
+        return proof.column_config(run, "scratch", "scratch", files, tmp_path, 12, 10.0, False)
 
-    default = dict(proof.PROOF_DEFAULTS)
-    assert config(default | {key: ALTERED[key]}) != config(default)
+    if key in per_column:
+        assert getattr(config([f"{key}=x"] if key != "budget_minutes" else [f"{key}=3"]), key) == \
+            getattr(config([]), key)
+        return
+    value = ALTERED.get(key, {"train": ["lr=1e-3"], "data_dir": "/d", "commit_budget_minutes": 3.0}.get(key))
+    assert value is not None, f"give {key} an altered value in ALTERED"
+    assert getattr(config([f"{key}={json.dumps(value)}"]), key) == value != getattr(config([]), key)
+
+
+def test_the_proof_keeps_the_optimizer_its_learning_rate_was_tuned_with(tmp_path):
+    run, _ = proof.apply_settings(load_preset("proof"), proof.PROOF_SETTINGS, ["optimizer=adam_atan2_pytorch"])
+    assert "optimizer=adam_atan2" in load_preset("proof")["train"]
+    from trm_core.adapt import adapt_config
+
+    assert adapt_config("full", run["train"], {}, scratch=True).optimizer == "adam_atan2_pytorch"  # the last wins
+
+
+def test_a_training_key_goes_to_the_training_overrides_and_is_checked(tmp_path):
+    run, own = proof.apply_settings(load_preset("proof"), proof.PROOF_SETTINGS,
+                                    ["lr=1e-3", "adapt.lr=1e-4", "canvas=14", "arch.hidden_size=16"])
+    assert run["train"][-2:] == ["lr=1e-3", "arch.hidden_size=16"] and own["adapt"] == ["lr=1e-4"]
+    assert own["canvas"] == 14
+    files = (tmp_path / "c.json", tmp_path / "s.json")
+    trunk = proof.column_config(run, "trunk_adapted", "w", files, tmp_path, 12, 10.0, False)
+    assert not any(t.startswith("arch.") for t in trunk.train) and trunk.canvas_size is None
+    challenges, solutions, _ = load_task_file(TASKS)
+    with pytest.raises(ValueError, match="'lrr'"):
+        proof.run_proof(challenges, solutions, tmp_path / "bad", settings=["lrr=1"], progress=False)
 
 
 def test_an_ensemble_trains_one_model_per_member_and_scores_their_pooled_votes(tmp_path, capsys):
     challenges, solutions, _ = load_task_file(TASKS)
     two = {t: challenges[t] for t in list(challenges)[:2]}
-    tiny = {"hidden_size": 16, "num_heads": 2, "puzzle_emb_ndim": 16}
+    tiny = {"arch.hidden_size": 16, "arch.num_heads": 2, "arch.puzzle_emb_ndim": 16}
     result = proof.run_proof(two, {t: solutions[t] for t in two}, tmp_path, budget_minutes=2, progress=False,
-                             settings={"num_aug": 3, "max_steps": 2, "eval_batch_size": 8, "arch": tiny,
+                             settings={"train_aug": 3, "vote_aug": 3, "steps": 2, "eval_batch_size": 8, **tiny,
                                        "ensemble": [{"colour_permutation": False}, {"seed": 1}]})
     (col,) = result["columns"]
     assert [m["overrides"] for m in col["members"]] == [{"colour_permutation": False}, {"seed": 1}]
     assert all(m["steps"] == 2 for m in col["members"]) and col["steps"] == 4
     for k in (0, 1):
-        assert (tmp_path / "scratch" / f"member_{k}" / "work" / "eval" / "predictions.json").is_file()
+        assert (tmp_path / "scratch" / f"member_{k}" / "eval" / "predictions.json").is_file()
     assert col["submission"] == str(tmp_path / "scratch" / "submission.json")
     assert set(json.loads((tmp_path / "scratch" / "submission.json").read_text())) == set(two)
     with pytest.raises(ValueError, match="ensemble member 0"):
@@ -120,22 +153,22 @@ def test_an_ensemble_trains_one_model_per_member_and_scores_their_pooled_votes(t
 def test_with_a_trunk_the_proof_scores_it_unadapted_adapted_and_against_scratch(tmp_path):
     challenges, solutions, _ = load_task_file(REPO / "data" / "heldout" / "arc1_eval_v1.json")
     two = {t: challenges[t] for t in list(challenges)[:2]}
-    tiny = {"hidden_size": 16, "num_heads": 2, "puzzle_emb_ndim": 16}
+    tiny = {"arch.hidden_size": 16, "arch.num_heads": 2, "arch.puzzle_emb_ndim": 16}
     result = proof.run_proof(two, {t: solutions[t] for t in two}, tmp_path, budget_minutes=2, progress=False,
                              weights=proof.SHIPPED_TRUNK,
-                             settings={"num_aug": 2, "max_steps": 2, "eval_batch_size": 8, "arch": tiny,
-                                       "adapt": {"lr": 1e-4}})
+                             settings={"train_aug": 2, "vote_aug": 2, "steps": 2, "eval_batch_size": 8, **tiny,
+                                       "adapt.lr": 1e-4})
     none, adapted, scratch = result["columns"]
     assert [c["mode"] for c in result["columns"]] == ["none", "full", "full"]
     assert none["steps"] == 0 and adapted["steps"] == 2 and scratch["steps"] == 2
-    assert adapted["settings"]["lr"] == 1e-4 and scratch["settings"]["lr"] == proof.PROOF_DEFAULTS["lr"]
+    assert "lr=0.0001" in adapted["settings"]["train"] and "lr=0.0001" not in scratch["settings"]["train"]
     # the trunk carries its own architecture; `arch` shapes the scratch model only
     from trm_core.checkpoint import read_checkpoint
 
     def hidden(column):
-        (path,) = (tmp_path / column / "work" / "runs" / "adapt" / "checkpoints").glob("step_*/model.pt")
+        (path,) = (Path(column["run_dir"]) / "runs" / "adapt" / "checkpoints").glob("step_*/model.pt")
         return read_checkpoint(path).arch["hidden_size"]
 
-    assert hidden("trunk_adapted") == 64 and hidden("scratch") == 16
+    assert hidden(adapted) == 64 and hidden(scratch) == 16
     assert [r["method"] for r in result["rows"]][3:] == ["test input unchanged", "most common training output"]
     assert all(0.0 <= r["pass@2"] <= 1.0 for r in result["rows"])

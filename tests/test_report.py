@@ -75,3 +75,17 @@ def test_report_cli_writes_report_html(tmp_path, capsys):
 def test_report_of_a_folder_without_predictions_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="trm eval"):
         write_report(tmp_path)
+
+
+def test_trm_report_opens_a_kaggle_output_folder_with_truth_and_learning_curves(tmp_path, capsys):
+    """`trm report OUTPUT_DIR` of `trm kaggle`: its eval/ (written with the solutions it was given) and curves."""
+    from test_kaggle import tiny_run
+
+    from trm_core.kaggle import run_kaggle
+
+    result = run_kaggle(tiny_run(tmp_path))
+    assert result.status == "ok", result.errors
+    assert main([str(result.output_dir)]) == 0
+    page = (result.output_dir / "report.html").read_text()
+    assert "truth" in page and "learning curves" in page and "ARC/pass@2" in page
+    assert f"wrote {result.output_dir / 'report.html'}" in capsys.readouterr().out

@@ -377,7 +377,7 @@ def test_the_trainer_writes_a_pooled_evaluation_of_its_last_n(small_dataset, tmp
 # --- the Kaggle planner -------------------------------------------------------------------------------------
 
 def test_the_plan_counts_rescoring_rows_like_inference_rows():
-    from trm_core.kaggle import plan_budget
+    from trm_core.budget import plan_budget
 
     base = plan_budget(1000, 0, 1.0, 0.01, 10_000, hidden_rerun_factor=1.5, safety_margin=0.0)
     with_rescore = plan_budget(1000, 0, 1.0, 0.01, 10_000, hidden_rerun_factor=1.5, safety_margin=0.0,
@@ -387,7 +387,7 @@ def test_the_plan_counts_rescoring_rows_like_inference_rows():
 
 
 def test_when_time_is_short_rescoring_goes_first_then_noise_then_pooling_then_augmentations():
-    from trm_core.kaggle import inference_that_fits
+    from trm_core.budget import inference_that_fits
 
     def fit(seconds):  # 10 test inputs, 0.1 s a row: `seconds` buys seconds rows per input
         return inference_that_fits(seconds, 0.1, 10, 7, views=8, noise_samples=1, pool=2, hidden_rerun_factor=1.0)
@@ -401,34 +401,37 @@ def test_when_time_is_short_rescoring_goes_first_then_noise_then_pooling_then_au
     assert fit(5)["vote_aug"] == 4 and fit(5)["cut"][-1] == "vote_aug"
 
 
-def test_the_multi_gpu_eval_command_carries_the_selection_and_the_deadline():
-    from trm_core.kaggle import eval_command
+def test_views_on_the_command_line_are_a_count_or_all():
+    from trm_core.config import KaggleRunConfig, field_value
     from trm_core.rescore import views_arg
 
-    cmd = eval_command(2, ["/a.pt", "/b.pt"], "/d", "/e", challenges="/c.json", batch_size=8,
-                       max_eval_augmentations=4, python="py", selection=Selection(), deadline=123.5)
-    text = " ".join(cmd)
-    assert "--checkpoint /a.pt --checkpoint /b.pt" in text and "--select mean_logprob" in text
-    assert "--select-candidates 64 --select-views all" in text and text.endswith("--deadline 123.500")
     assert views_arg("all") is None and views_arg("8") == 8
+    assert field_value(KaggleRunConfig, "select_views", "all") is None  # trm kaggle --select-views all, --set
 
 
 def test_the_kaggle_runner_pools_checkpoints_adds_noisy_votes_and_rescores(tmp_path):
-    from test_kaggle import TINY_ARCH, kaggle_tree
-    from trm_core.kaggle import KaggleRunConfig, check_submission, run_kaggle
+    from test_kaggle import tiny_run
+    from trm_core.config import KaggleRunConfig
+    from trm_core.kaggle import run_kaggle
+    from trm_core.submission import check_submission
 
-    data, solutions = kaggle_tree(tmp_path)
-    out = tmp_path / "working"
-    result = run_kaggle(KaggleRunConfig(
-        data_dir=str(data), solutions_file=str(solutions), weights="scratch", output_dir=str(out),
-        budget_minutes=2.0, mode="full", steps=8, batch_size=8, train_aug=3, vote_aug=2, warmup_steps=3,
-        canvas_size=10, arch=TINY_ARCH, device="cpu", progress=False, select="poe", select_views=2,
-        noise_samples=1, noise_scale=0.3, pool_checkpoints=2))
-    assert result["status"] == "ok", result["errors"]
-    assert check_submission(out / "submission.json", data / "arc-agi_test_challenges.json") == []
-    assert result["plan"]["rescore_s"] > 0
-    metrics = json.loads((out / "trm_work" / "eval" / "metrics.json").read_text())
-    assert metrics["models_pooled"] == 2 and metrics["select"] == "poe" and metrics["rescore_rows"] > 0
-    assert metrics["selection"]["noise_samples"] == 1
+    cfg = tiny_run(tmp_path, steps=8, select="poe", select_views=2, noise_samples=1, noise_scale=0.3,
+                   pool_checkpoints=2)
+    result = run_kaggle(cfg)
+    assert result.status == "ok", result.errors
+    assert check_submission(result.submission, Path(cfg.data_dir) / "arc-agi_test_challenges.json") == []
+    assert result.plan["rescore_s"] > 0
+    metrics = json.loads((result.eval_dir / "metrics.json").read_text())
+    assert metrics["select"] == "poe" and metrics["rescore_rows"] > 0 and "ARC/votes/pass@2" in metrics
+    assert metrics["selection"]["candidates"] == 64
+    pooled = list((result.run_dir / "runs" / "adapt" / "checkpoints").glob("step_*"))
+    assert len(pooled) == 2 and metrics["pooled"] == 2 and metrics["noise_samples"] == 1  # both voted, twice
     with pytest.raises(ValueError, match="select rule"):
         run_kaggle(KaggleRunConfig(output_dir=str(tmp_path / "bad"), select="best"))
+
+
+def test_the_default_attempt_selection_is_rescores_and_its_config_default():
+    from trm_core.config import KaggleRunConfig
+    from trm_core.rescore import DEFAULT_RULE
+
+    assert KaggleRunConfig().select == DEFAULT_RULE

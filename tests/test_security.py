@@ -164,7 +164,7 @@ def test_resume_files_hold_only_tensors_and_plain_types_and_rng_states_round_tri
 def test_a_payload_in_model_pt_is_refused_by_every_reader(trained_run, tmp_path, capsys, legacy):
     from trm_core.checkpoint import CheckpointError, load_checkpoint
     from trm_core.hub import classify
-    from trm_core.kaggle import checkpoint_canvas
+    from trm_core.checkpoint import checkpoint_canvas
 
     folder = shutil.copytree(latest_checkpoint(trained_run), tmp_path / "ckpt")
     (folder / "config.yaml").unlink()  # so that checkpoint_canvas has to open the weights
@@ -288,7 +288,7 @@ def test_a_credential_inside_a_model_file_refuses_the_push_naming_the_file_not_t
 # --- Kaggle staging ---------------------------------------------------------------------------------------
 
 def test_kaggle_staging_refuses_a_folder_holding_a_credential(tmp_path):
-    from trm_core import packaging
+    import kaggle_staging as staging
     from trm_core.secrets_scan import SecretFoundError
 
     export = tmp_path / "export"
@@ -296,13 +296,13 @@ def test_kaggle_staging_refuses_a_folder_holding_a_credential(tmp_path):
     (export / "model.pt").write_bytes(b"\0" * 64)
     (export / "config.yaml").write_text(f"hidden_size: 64\nhf_token: {fake_token('hf_')}\n")
     (export / "README.md").write_text("# card\n")
-    names = packaging.KaggleNames(user="me")
+    names = staging.KaggleNames(user="me")
     with pytest.raises(SecretFoundError, match=r"config\.yaml \(Hugging Face token\)"):
-        packaging.stage_weights(tmp_path / "out", names, export_dir=export)
+        staging.stage_weights(tmp_path / "out", names, export_dir=export)
 
 
 def test_kaggle_repo_staging_scans_the_committed_files(tmp_path):
-    from trm_core import packaging
+    import kaggle_staging as staging
     from trm_core.secrets_scan import SecretFoundError
 
     repo = tmp_path / "repo"
@@ -312,7 +312,7 @@ def test_kaggle_repo_staging_scans_the_committed_files(tmp_path):
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "x"]):
         subprocess.run(git + cmd, check=True)
     with pytest.raises(SecretFoundError, match=r"train\.sh \(W&B API key\)"):
-        packaging.stage_repo(tmp_path / "out", packaging.KaggleNames(user="me"), repo_dir=repo)
+        staging.stage_repo(tmp_path / "out", staging.KaggleNames(user="me"), repo_dir=repo)
 
 
 def test_this_repository_holds_no_credentials_so_its_own_repo_dataset_stages():
@@ -326,7 +326,7 @@ def test_this_repository_holds_no_credentials_so_its_own_repo_dataset_stages():
 
 
 def test_an_existing_out_folder_is_never_emptied_unasked(tmp_path, capsys):
-    from trm_core import packaging
+    import kaggle_staging as staging
 
     out = tmp_path / "mine"
     (out / "weights").mkdir(parents=True)
@@ -336,15 +336,15 @@ def test_an_existing_out_folder_is_never_emptied_unasked(tmp_path, capsys):
     export.mkdir()
     for name, text in (("model.pt", "\0"), ("config.yaml", "a: 1\n"), ("README.md", "# c\n")):
         (export / name).write_text(text)
-    argv = ["kaggle-stage", "weights", "--user", "me", "--out", str(out), "--export-dir", str(export)]
-    assert packaging.main(argv) == 1
+    argv = ["weights", "--user", "me", "--out", str(out), "--export-dir", str(export)]
+    assert staging.main(argv) == 1
     err = capsys.readouterr().err
     assert "nothing was deleted" in err and "--force" in err and "Traceback" not in err
     assert (out / "weights" / "thesis.tex").read_text() == "years of work"
-    assert packaging.main([*argv, "--force"]) == 0  # asked: only the weights/ subfolder is replaced
+    assert staging.main([*argv, "--force"]) == 0  # asked: only the weights/ subfolder is replaced
     assert (out / "notes.txt").read_text() == "keep me" and (out / "weights" / "model.pt").exists()
-    assert packaging.main(argv) == 0  # a staging folder now: re-staging needs no flag
-    assert packaging.main(["kaggle-stage", "weights", "--user", "me", "--out", str(out / "notes.txt"),
+    assert staging.main(argv) == 0  # a staging folder now: re-staging needs no flag
+    assert staging.main(["weights", "--user", "me", "--out", str(out / "notes.txt"),
                            "--export-dir", str(export)]) == 1
     assert "is a file" in capsys.readouterr().err
 

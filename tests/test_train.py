@@ -129,7 +129,8 @@ def test_gradient_accumulation_over_4_micro_batches_matches_one_full_batch(small
 def test_two_gloo_processes_match_one_process(small_dataset, tmp_path):
     cfg = tiny_cfg(small_dataset, tmp_path, max_steps=5)
     one = run(cfg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+    # --standalone: torchrun picks a free port itself (a fixed one failed once on a busy machine)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "trm_core.train", "--config-name", "cfg_tiny", *cli_overrides(tiny_cfg(small_dataset, tmp_path / "two", max_steps=5))]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from trm_core import packaging
+import wheelhouse as wh  # wheels/ is on sys.path (conftest)
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -38,7 +38,7 @@ def expose(dists: list[str], farm: Path) -> None:
     todo = list(dists)
     while todo:
         dist = md.distribution(todo.pop())
-        name = packaging.normalize(dist.metadata["Name"])
+        name = wh.normalize(dist.metadata["Name"])
         if name in seen:
             continue
         seen.add(name)
@@ -54,13 +54,13 @@ def expose(dists: list[str], farm: Path) -> None:
 
 def test_wheelhouse_installs_offline_into_a_fresh_venv(tmp_path):
     wheelhouse = tmp_path / "wheelhouse"
-    manifest = packaging.build_wheelhouse(wheelhouse, project_dir=ROOT, pythons=[PY],
+    manifest = wh.build_wheelhouse(wheelhouse, project_dir=ROOT, pythons=[PY],
                                           preinstalled=["torch", "numpy"], log=lambda *a: None)
     files = sorted(p.name for p in wheelhouse.glob("*.whl"))
     assert any(f.startswith("trm_core-") for f in files)
     assert any(f.startswith("pyyaml-") for f in files)
     assert not any(f.startswith(("torch", "numpy", "nvidia")) for f in files)
-    assert packaging.verify_wheelhouse(wheelhouse) == [w["file"] for w in manifest["wheels"]]
+    assert wh.verify_wheelhouse(wheelhouse) == [w["file"] for w in manifest["wheels"]]
 
     # The "Kaggle image": a bare venv that sees torch and numpy (and torch's own dependencies) only.
     venv = tmp_path / "venv"
@@ -91,20 +91,21 @@ def test_wheelhouse_installs_offline_into_a_fresh_venv(tmp_path):
 
 
 def test_manifest_records_every_wheel_with_hash_size_and_tags(tmp_path):
-    manifest = packaging.build_wheelhouse(tmp_path, project_dir=ROOT, pythons=["3.11", "3.12"],
-                                          preinstalled=packaging.read_name_list(packaging.DEFAULT_PREINSTALLED),
+    manifest = wh.build_wheelhouse(tmp_path, project_dir=ROOT, pythons=["3.11", "3.12"],
+                                          preinstalled=wh.read_name_list(wh.DEFAULT_PREINSTALLED),
                                           log=lambda *a: None)
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk == json.loads(json.dumps(manifest))
     assert [t["abi"] for t in manifest["targets"]] == ["cp311", "cp312"]
     for w in manifest["wheels"]:
         path = tmp_path / w["file"]
-        assert w["size"] == path.stat().st_size and w["sha256"] == packaging.sha256_file(path)
+        assert w["size"] == path.stat().st_size and w["sha256"] == wh.sha256_file(path)
         assert w["tags"] and w["name"] and w["version"]
     (proj,) = [w for w in manifest["wheels"] if w["source"] == "project"]
     assert proj["tags"] == ["py3-none-any"] and proj["targets"] == ["cp311", "cp312"]
     with zipfile.ZipFile(tmp_path / proj["file"]) as zf:  # built from the git file list: no stray files
-        assert "trm_core/packaging.py" in zf.namelist()
+        assert "trm_core/kaggle.py" in zf.namelist()
+        assert not [n for n in zf.namelist() if "packaging" in n or "staging" in n]  # repo tooling stays out
         assert not [n for n in zf.namelist() if "__pycache__" in n or n.startswith("tests/")]
     # the Kaggle image's own packages are recorded as not shipped, torch above all
     assert {"torch", "numpy", "pyyaml"} <= set(manifest["not_shipped_preinstalled"]["3.12"])
@@ -113,39 +114,39 @@ def test_manifest_records_every_wheel_with_hash_size_and_tags(tmp_path):
 
 
 def test_torch_and_nvidia_are_never_shipped_even_if_not_listed():
-    assert packaging.matches_any("torch", [*packaging.NEVER_SHIP])
-    assert packaging.matches_any("nvidia_cudnn_cu12", [packaging.normalize(n) for n in packaging.NEVER_SHIP])
-    assert not packaging.matches_any("pyyaml", [*packaging.NEVER_SHIP])
+    assert wh.matches_any("torch", [*wh.NEVER_SHIP])
+    assert wh.matches_any("nvidia_cudnn_cu12", [wh.normalize(n) for n in wh.NEVER_SHIP])
+    assert not wh.matches_any("pyyaml", [*wh.NEVER_SHIP])
 
 
 def test_preinstalled_list_names_the_kaggle_image_packages():
-    names = packaging.read_name_list(packaging.DEFAULT_PREINSTALLED)
+    names = wh.read_name_list(wh.DEFAULT_PREINSTALLED)
     for must in ("torch", "numpy", "pyyaml", "matplotlib", "papermill", "huggingface-hub", "nvidia-*"):
         assert must in names
-    assert "Colab" in packaging.DEFAULT_PREINSTALLED.read_text()  # says where the fact comes from
+    assert "Colab" in wh.DEFAULT_PREINSTALLED.read_text()  # says where the fact comes from
 
 
 def test_verify_wheelhouse_rejects_an_altered_wheel(tmp_path):
     (tmp_path / "a-1.0-py3-none-any.whl").write_bytes(b"wheel")
-    (tmp_path / "SHA256SUMS").write_text(f"{packaging.sha256_file(tmp_path / 'a-1.0-py3-none-any.whl')}  "
+    (tmp_path / "SHA256SUMS").write_text(f"{wh.sha256_file(tmp_path / 'a-1.0-py3-none-any.whl')}  "
                                          "a-1.0-py3-none-any.whl\n")
-    assert packaging.verify_wheelhouse(tmp_path) == ["a-1.0-py3-none-any.whl"]
+    assert wh.verify_wheelhouse(tmp_path) == ["a-1.0-py3-none-any.whl"]
     (tmp_path / "a-1.0-py3-none-any.whl").write_bytes(b"tampered")
     with pytest.raises(ValueError, match="sha256"):
-        packaging.verify_wheelhouse(tmp_path)
+        wh.verify_wheelhouse(tmp_path)
 
 
 def test_marker_environment_is_the_kaggle_target_not_this_machine():
     from packaging.markers import Marker
 
-    assert Marker('python_version >= "3.12"').evaluate(packaging.target_environment("3.12"))
-    assert not Marker('python_version >= "3.12"').evaluate(packaging.target_environment("3.11"))
+    assert Marker('python_version >= "3.12"').evaluate(wh.target_environment("3.12"))
+    assert not Marker('python_version >= "3.12"').evaluate(wh.target_environment("3.11"))
     assert Marker('sys_platform == "linux" and platform_machine == "x86_64"').evaluate(
-        packaging.target_environment("3.11"))
+        wh.target_environment("3.11"))
 
 
 def test_build_wheelhouse_script_is_a_thin_dry_runnable_wrapper():
     res = subprocess.run(["bash", str(ROOT / "wheels" / "build_wheelhouse.sh"), "--dry-run", "--python", "3.12"],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert "-m trm_core.packaging wheelhouse" in res.stdout and "--python 3.12" in res.stdout
+    assert "wheels/wheelhouse.py" in res.stdout and "--python 3.12" in res.stdout

@@ -33,9 +33,10 @@ from typing import Any
 
 import torch
 
-from trm_core.config import ArchConfig, ConfigError, arch_from_dict, load_yaml, parse_value, swiglu_width, to_dict
+from trm_core.config import (ArchConfig, ConfigError, arch_from_dict, load_yaml, parse_overrides, swiglu_width,
+                             to_dict)
 from trm_core.lora import LORA_TARGETS, LoraConfig, adapter_state_dict, apply_lora, lora_layers
-from trm_core.model import TRM, build_model
+from trm_core.model import KEY_PREFIX_RE, TRM, build_model, canonical_key
 from trm_core.utils import atomic_torch_save, atomic_write_text, sha256_file, weights_only_refusal
 
 FORMAT_VERSION = 1
@@ -70,18 +71,6 @@ class CheckpointError(ValueError):
 # Reading
 # ----------------------------------------------------------------------------------------------------------
 
-_PREFIX_RE = re.compile(r"^((?:_orig_mod\.|model\.)+)(?=inner\.)")
-
-
-def canonical_key(key: str) -> str:
-    """One name per tensor: strip `_orig_mod.` / `model.` before `inner.`; the fork's `X._lora_A` -> `X.lora_A`.
-
-    `_orig_mod.model.inner.X`, `model.inner.X`, `_orig_mod.inner.X` and `inner.X` all become `inner.X`.
-    """
-    key = _PREFIX_RE.sub("", key, count=1)
-    return re.sub(r"\._lora_([AB])$", r".lora_\1", key)
-
-
 @dataclass
 class CheckpointContents:
     """What `read_checkpoint` found in a file."""
@@ -99,20 +88,67 @@ class CheckpointContents:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _resolve_path(path: str | Path) -> Path:
-    """A file, or a folder holding `model.pt` (our exports) or upstream `step_N` files (the last step)."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / "model.pt").is_file():
-            return path / "model.pt"
-        steps = sorted((p for p in path.glob("step_*") if re.fullmatch(r"step_\d+", p.name)),
-                       key=lambda p: int(p.name[5:]))
+def checkpoint_steps(folder: Path) -> list[int]:
+    """Steps of the complete checkpoints (`step_N` folders; temp folders start with a dot) under `folder`."""
+    if not folder.is_dir():
+        return []
+    return [int(p.name[5:]) for p in folder.iterdir() if p.is_dir() and p.name.startswith("step_")
+            and p.name[5:].isdigit() and (p / "train_state.pt").exists()]
+
+
+def latest_checkpoint(path: Path) -> Path | None:
+    """The newest complete checkpoint folder of a run folder, of its checkpoints folder, or the folder itself."""
+    if (path / "train_state.pt").exists():
+        return path
+    for folder in (path / "checkpoints", path):
+        steps = checkpoint_steps(folder)
         if steps:
-            return steps[-1]
-        raise CheckpointError(f"{path}: folder has neither model.pt nor step_N checkpoint files")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    return path
+            return folder / f"step_{max(steps)}"
+    return None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The one checkpoint file behind `path`, for every reader (load, info, export, the Kaggle runner's weights).
+
+    A file; a folder holding `model.pt` (an export, or one checkpoint); a run folder (its newest complete
+    `checkpoints/step_N/model.pt`); a folder of upstream `step_N` files (the last step); a folder holding one
+    `*.pt` file (a Kaggle dataset of one file).
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint file or folder")
+    if (path / "model.pt").is_file():
+        return path / "model.pt"
+    latest = latest_checkpoint(path)
+    if latest is not None and (latest / "model.pt").is_file():
+        return latest / "model.pt"
+    steps = sorted((p for p in path.glob("step_*") if p.is_file() and re.fullmatch(r"step_\d+", p.name)),
+                   key=lambda p: int(p.name[5:]))
+    if steps:
+        return steps[-1]
+    pts = sorted(p for p in path.glob("*.pt") if p.is_file())
+    if len(pts) == 1:
+        return pts[0]
+    found = f"; several .pt files ({', '.join(p.name for p in pts[:5])}): name one" if pts else ""
+    raise CheckpointError(f"{path}: folder has neither model.pt nor step_N checkpoint files (nor a run's "
+                          f"checkpoints/step_N/){found}")
+
+
+def checkpoint_canvas(path: Path) -> int:
+    """Canvas side of a checkpoint file: sqrt(seq_len) from config.yaml beside it, else from the arch stored in
+    it; 30 for upstream and fork files (every published one is 30x30)."""
+    side = path.parent / "config.yaml"
+    if side.is_file():
+        data = load_yaml(side)
+        seq = data.get("seq_len") or (data.get("arch") or {}).get("seq_len")
+        if seq:
+            return math.isqrt(int(seq))
+    obj = _torch_load(path)
+    if isinstance(obj, dict) and isinstance(obj.get("arch"), dict) and obj["arch"].get("seq_len"):
+        return math.isqrt(int(obj["arch"]["seq_len"]))
+    return math.isqrt(FOREIGN_SEQ_LEN)
 
 
 def _torch_load(path: Path) -> Any:
@@ -174,8 +210,8 @@ def _read_sidecar(path: Path) -> tuple[dict, LoraConfig | None, list[str], bool]
 
 
 def read_checkpoint(path: str | Path) -> CheckpointContents:
-    """Read any supported checkpoint (a file or a folder, see `_resolve_path`) without building a model."""
-    path = _resolve_path(path)
+    """Read any supported checkpoint (a file or a folder, see `resolve_checkpoint`) without building a model."""
+    path = resolve_checkpoint(path)
     obj = _torch_load(path)
     if isinstance(obj, dict) and obj.get("format") == "trm_core":
         if obj.get("format_version", 0) > FORMAT_VERSION:
@@ -194,7 +230,7 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
     sd = {canonical_key(k): v for k, v in obj.items()}
     if "inner.embed_tokens.embedding_weight" not in sd:  # infer_arch would refuse it without naming the file
         raise CheckpointError(f"{path}: not a TRM state_dict: no inner.embed_tokens.embedding_weight")
-    prefixes = sorted({m.group(1) for k in obj if (m := _PREFIX_RE.match(k))} |
+    prefixes = sorted({m.group(1) for k in obj if (m := KEY_PREFIX_RE.match(k))} |
                       ({""} if any(k.startswith("inner.") for k in obj) else set()))
     arch, lora, ignored, is_fork, source = {}, None, [], False, None
     sidecar = path.parent / "all_config.yaml"
@@ -421,7 +457,7 @@ def load_checkpoint(path: str | Path, *, num_puzzle_identifiers: int | None = No
     """A TRM in eval mode from any supported checkpoint, ready for `trm_core.predict`.
 
     Args:
-        path: a checkpoint file, or a folder with `model.pt` or `step_N` files.
+        path: a checkpoint file or a folder (see `resolve_checkpoint`).
         num_puzzle_identifiers: size of the puzzle table wanted (e.g. a new dataset's). If it differs from the
             file's, the table is re-initialised by `puzzle_emb_reinit` ("mean" or "normal"), or, with "keep",
             loading is refused (the table's rows are meant to be used as they are). A trunk export is always
@@ -679,14 +715,10 @@ def format_info(info: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _parse_arch(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise CheckpointError(f"--arch {item!r}: expected key=value, e.g. puzzle_emb_len=16")
-        key, value = item.split("=", 1)
-        out[key.strip().removeprefix("arch.")] = parse_value(value)
-    return out
+def parse_arch(items: list[str]) -> dict[str, Any]:
+    """`--arch puzzle_emb_len=16 arch.L_cycles=4` -> ArchConfig keywords (an `arch.` prefix is accepted)."""
+    parsed = parse_overrides(items, "--arch")
+    return {**{k: v for k, v in parsed.items() if k != "arch"}, **parsed.get("arch", {})}
 
 
 def _run(fn, prog: str) -> int:
@@ -713,7 +745,7 @@ def main_info(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def show():
-        info = checkpoint_info(args.checkpoint, **_parse_arch(args.arch))
+        info = checkpoint_info(args.checkpoint, **parse_arch(args.arch))
         print(json.dumps(info, indent=2, default=str) if args.json else format_info(info))
 
     return _run(show, "trm info")
@@ -732,13 +764,13 @@ def main_export(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def export():
-        path = export_trunk(args.src, args.out_dir, **_parse_arch(args.arch))
+        path = export_trunk(args.src, args.out_dir, **parse_arch(args.arch))
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), config.yaml and README.md")
 
     return _run(export, "trm export")
 
 
-__all__ = ["CheckpointContents", "CheckpointError", "canonical_key", "checkpoint_info", "count_identifiers",
-           "export_trunk", "format_info", "infer_arch", "load_checkpoint", "main_export", "main_info",
-           "puzzle_table_mismatch", "read_checkpoint", "reinit_puzzle_table", "resolve_arch", "save_checkpoint",
-           "sha256_file"]
+__all__ = ["CheckpointContents", "CheckpointError", "canonical_key", "checkpoint_canvas", "checkpoint_info",
+           "checkpoint_steps", "count_identifiers", "export_trunk", "format_info", "infer_arch", "latest_checkpoint",
+           "load_checkpoint", "main_export", "main_info", "parse_arch", "puzzle_table_mismatch", "read_checkpoint",
+           "reinit_puzzle_table", "resolve_arch", "resolve_checkpoint", "save_checkpoint", "sha256_file"]

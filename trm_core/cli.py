@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pool": ("trm_core.submission", "main_pool", "pool the votes of several evaluations into one submission.json"),
     "report": ("trm_core.report", "main", "HTML report of a run"),
     "kaggle": ("trm_core.kaggle", "main", "the Kaggle pipeline under a deadline"),
-    "plan": ("trm_core.kaggle", "main_plan", "Kaggle time-budget planner"),
+    "plan": ("trm_core.budget", "main_plan", "Kaggle time-budget planner"),
     "hub": ("trm_core.hub", "main", "fetch / push weights on the Hugging Face hub"),
     "proof": ("trm_core.proof", "main", "the CPU learning proof: train from scratch on a task file, score pass@2"),
 }
@@ -51,7 +51,10 @@ def usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
+        try:
+            print(usage())
+        except BrokenPipeError:  # `trm --help | head`
+            sys.stderr.close()
         return 0
     if argv[0] in ("-V", "--version"):
         from trm_core import __version__

@@ -9,6 +9,9 @@ One loader and one validator for every config in the project (architecture, trai
   values are parsed as YAML (with `1e-4` read as a float, as Hydra does).
 
 `ArchConfig` keeps upstream's field names so upstream `all_config.yaml` files and command lines map 1:1.
+`KaggleRunConfig` is the Kaggle recipe's one tree: each field, declared once with its help (`setting`), is a
+`trm kaggle` flag (`add_config_arguments`), a notebook parameter and a preset key; its training settings are
+dotted overrides of `trm train`'s config, checked by the same loader.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from trm_core.budget import HIDDEN_RERUN_FACTOR
 
 
 class ConfigError(ValueError):
@@ -240,7 +245,7 @@ def parse_value(text: str) -> Any:
         return [parse_value(p) for p in body.split(",")]
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # not YAML, or an int past Python's digit limit: kept as the text given
         return text
 
 
@@ -261,6 +266,12 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "command lin
                 raise ConfigError(f"{source}: override {item!r}: {part!r} is not a section")
         node[parts[-1]] = parse_value(value)
     return data
+
+
+def parse_overrides(items: list[str], source: str = "command line") -> dict:
+    """`["arch.L_cycles=4", "lr=1e-4"]` -> `{"arch": {"L_cycles": 4}, "lr": 0.0001}`: the one KEY=VALUE parser
+    behind every flag that takes such pairs (`--arch`, `--set`, `--param`, `--train`)."""
+    return apply_overrides({}, list(items), source)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -292,11 +303,145 @@ def save_yaml(data: Any, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Settings with help: one field -> one command-line flag, one notebook parameter
+# ----------------------------------------------------------------------------------------------------------
+
+def setting(default: Any, help: str, parse: str | None = None) -> Any:
+    """A dataclass field with its default and one line of help (shown by `--help` and the notebook's comment);
+    `parse="views"`: the text `all` also means None (a count of views, `trm_core.rescore.views_arg`)."""
+    meta = {"help": help, **({"parse": parse} if parse else {})}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def field_value(cls: type, name: str, value: Any) -> Any:
+    """`value` as field `name` of `cls` takes it from text: `all` is None for a `parse="views"` field."""
+    meta = {f.name: f.metadata for f in dataclasses.fields(cls)}.get(name, {})
+    if meta.get("parse") == "views" and isinstance(value, str) and value.strip().lower() == "all":
+        return None
+    return value
+
+
+def add_config_arguments(parser: Any, cls: type) -> None:
+    """One flag per field of `cls`: `--name-with-dashes VALUE` (`none` is None where a field may be None),
+    `--x/--no-x` for booleans, repeatable `--name VALUE` for lists. Only the flags given reach `flags_to_dict`."""
+    import argparse
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag, tp = "--" + f.name.replace("_", "-"), hints[f.name]
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        elif typing.get_origin(tp) is list or tp is list:
+            parser.add_argument(flag, action="append", default=argparse.SUPPRESS, metavar="VALUE", help=help_text)
+        else:
+            parser.add_argument(flag, default=argparse.SUPPRESS, metavar="VALUE", help=help_text)
+
+
+def flags_to_dict(args: Any, cls: type) -> dict:
+    """The flags given (the namespace of `add_config_arguments(parser, cls)`) as field values: text for string
+    fields, an override value (`parse_value`) for the others, `none` for None where allowed; `from_dict` checks
+    every type."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in vars(args).items():
+        if isinstance(value, str):
+            optional = type(None) in typing.get_args(hints[key])
+            if optional and value.strip().lower() in ("none", "null"):
+                value = None
+            elif not (hints[key] is str or set(typing.get_args(hints[key])) == {str, type(None)}):
+                value = parse_value(value)
+        out[key] = field_value(cls, key, value)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The Kaggle recipe's config (trm_core.kaggle): one tree for `trm kaggle`, the notebook and the presets
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class KaggleRunConfig:
+    """Every setting of a Kaggle run: `trm kaggle`'s flags, the notebook's parameters, the presets' keys."""
+
+    data_dir: str = setting("/kaggle/input/arc-prize-2025", "competition folder; its arc-agi_test_challenges.json "
+                            "is found below it (the slug changes every year)")
+    challenges_file: str | None = setting(None, "a challenges file or a task list (data/proof_tasks.json) to "
+                                          "use instead of searching data_dir")
+    solutions_file: str | None = setting(None, "known solutions: the run scores itself and trm report shows them")
+    weights: str = setting("/kaggle/input/trm-core-weights", "trunk export folder, checkpoint or run folder; "
+                           "scratch: a tiny TRM from scratch")
+    output_dir: str = setting("/kaggle/working", "submission.json, kaggle_log.jsonl and eval/ (trm report reads it)")
+    work_dir: str | None = setting(None, "each run builds and trains in a new folder under this; None: "
+                                   "TMPDIR/trm_work, outside the kernel's output")
+    budget_minutes: float = setting(690.0, "wall clock from the start to the final submission.json")
+    commit_budget_minutes: float = setting(10.0, "budget of a Kaggle commit run (Save and Run All, where "
+                                           "KAGGLE_IS_COMPETITION_RERUN is unset): every phase, briefly")
+    mode: str = setting("emb_then_full", "lora | full | emb_then_full | emb_only | none (no training)")
+    steps: int | None = setting(None, "cap on optimizer steps; None: as many as the budget allows")
+    batch_size: int = setting(384, "global batch over all processes; lowered to what one epoch holds")
+    train: list[str] = setting([], "dotted overrides of the mode's training config, as trm train takes them "
+                               "(lr, ema, lora.rank, arch.hidden_size, ...)")
+    train_aug: int = setting(1000, "augmented versions per task to train on (fewer if the build runs short)")
+    colour_permutation: bool = setting(True, "False: the 8 dihedral transforms only (at most 8 versions)")
+    dihedral_first: bool = setting(False, "the plain dihedral versions first, then random colour permutations")
+    train_translation: bool = setting(True, "random placement of the training pairs on the canvas")
+    vote_aug: int = setting(512, "augmented versions per test input that vote (fewer if time runs short)")
+    # Choosing the attempts (trm_core.rescore). Each extra costs inference rows, which the plan counts; when time
+    # is short the runner drops them in this order: rescoring views, noisy passes, pooled checkpoints, then
+    # voting augmentations.
+    select: str = setting("mean_logprob", "how the two attempts are chosen: mean_logprob (measured best) | votes "
+                          "| poe | votes_then_logprob | hybrid (trm_core/rescore.py)")
+    select_candidates: int = setting(64, "K: candidates per test input a likelihood rule re-ranks")
+    select_views: int | None = setting(None, "M: augmented views each candidate is scored under, one inference row "
+                                       "each; None or all: every view that voted", parse="views")
+    noise_scale: float = setting(0.0, "latent noise std of the extra noisy passes")
+    noise_samples: int = setting(0, "noisy inference passes per row that also vote (0: off); each costs a full "
+                                 "voting pass")
+    pool_checkpoints: int = setting(1, "pool the votes of the adaptation run's last N checkpoints (1: the final "
+                                    "one)")
+    eval_batch_size: int = setting(256, "rows per inference forward per device")
+    warmup_steps: int = setting(20, "training steps timed before planning (the first third is dropped)")
+    hidden_rerun_factor: float = setting(HIDDEN_RERUN_FACTOR, "planned inference time x this: the hidden "
+                                         "rerun is about a third slower than the placeholder file")
+    safety_margin: float = setting(0.05, "fraction of the budget the plan leaves free at the end")
+    seed: int = setting(0, "augmentation and training seed")
+    device: str = setting("auto", "auto | cpu | cuda")
+    nproc: int | None = setting(None, "training processes and inference devices; None: visible GPUs (1 on CPU)")
+    canvas_size: int | None = setting(None, "canvas side for scratch weights (a trunk carries its own); None: 30")
+    progress: bool = setting(True, "progress bars of the build and the trainer")
+    heartbeat_minutes: float = setting(3.0, "a status line this often while a phase works (0: none)")
+
+
+KAGGLE_PRESETS = Path(__file__).resolve().parent / "configs" / "kaggle"
+
+
+def load_preset(name: str | Path) -> dict:
+    """A preset of the Kaggle recipe (`trm_core/configs/kaggle/NAME.yaml`, or a YAML path) as config fields,
+    checked against `KaggleRunConfig`."""
+    path = Path(name) if Path(name).suffix else KAGGLE_PRESETS / f"{name}.yaml"
+    data = load_yaml(path)
+    from_dict(KaggleRunConfig, data, str(path))
+    return data
+
+
+def config_from(parameters: Any) -> KaggleRunConfig:
+    """The Kaggle recipe's config from a namespace holding its fields by name (the notebook's globals after
+    papermill injected its parameters); other names are ignored, every value is type-checked."""
+    names = {f.name for f in dataclasses.fields(KaggleRunConfig)}
+    return from_dict(KaggleRunConfig, {k: v for k, v in parameters.items() if k in names}, "notebook parameters")
+
+
 def swiglu_width(hidden: int, expansion: float) -> int:
     """Upstream's SwiGLU sizing: round(expansion * hidden * 2/3) rounded up to a multiple of 256."""
     inter = round(expansion * hidden * 2 / 3)
     return int(math.ceil(inter / 256) * 256)
 
 
-__all__ = ["ArchConfig", "ConfigError", "SHAPE_FREE_SETTINGS", "apply_overrides", "arch_from_dict", "check_arch",
-           "from_dict", "load_yaml", "parse_value", "save_yaml", "swiglu_width", "to_dict"]
+__all__ = ["ArchConfig", "ConfigError", "KAGGLE_PRESETS", "KaggleRunConfig", "SHAPE_FREE_SETTINGS",
+           "add_config_arguments", "apply_overrides", "arch_from_dict", "check_arch", "config_from", "field_value",
+           "flags_to_dict", "from_dict", "load_preset", "load_yaml", "parse_overrides", "parse_value", "save_yaml",
+           "setting", "swiglu_width", "to_dict"]

@@ -48,6 +48,22 @@ def init_distributed(device: str = "auto", timeout_minutes: int = 30) -> DistInf
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 
+def count_processes(device: str = "auto", nproc: int | None = None) -> int:
+    """Processes (and inference devices) for a run: `nproc` if given, else every visible GPU, 1 on CPU."""
+    if nproc is not None:
+        return nproc
+    if device == "cpu" or not torch.cuda.is_available():
+        return 1
+    return max(1, torch.cuda.device_count())
+
+
+def devices(device: str = "auto", nproc: int = 1) -> list[torch.device]:
+    """One device per process: the first `nproc` GPUs, or the CPU once."""
+    if device == "cpu" or not torch.cuda.is_available():
+        return [torch.device("cpu")]
+    return [torch.device("cuda", i) for i in range(min(nproc, torch.cuda.device_count()))]
+
+
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -42,9 +42,10 @@ from trm_core.voting import (MAX_SIDE, PASS_KS, RANK_RULES, Candidate, Ranked, T
                              VotePool, pass_at_k, truth_ranks, vote)
 
 __all__ = ["FALLBACKS", "MAX_SIDE", "PASS_KS", "RANK_RULES", "Candidate", "Ranked", "TestInputs",
-           "VoteAccumulator", "VotePool", "evaluate_model", "kaggle_score", "loss_head_metrics", "main_eval",
-           "main_score", "main_validate", "make_submission", "parse_aug_names", "pass_at_k", "run_eval",
-           "run_inference", "score_submission", "truth_ranks", "validate_submission", "vote", "write_submission"]
+           "VoteAccumulator", "VotePool", "evaluate_model", "infer_in_rounds", "kaggle_score", "loss_head_metrics",
+           "main_eval", "main_score", "main_validate", "make_submission", "parse_aug_names", "pass_at_k",
+           "predict_rows", "run_eval", "run_inference", "score_submission", "time_inference", "truth_ranks",
+           "validate_submission", "vote", "write_eval_files", "write_submission"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -291,7 +292,7 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
     would end past it. The newest model always votes.
     """
     from trm_core.data.dataset import PuzzleDataset
-    from trm_core.rescore import Selection, pass_by_rule, select_attempts
+    from trm_core.rescore import Selection, select_attempts
 
     selection = selection if selection is not None else Selection()
     models = list(model) if isinstance(model, (list, tuple)) else [model]
@@ -355,13 +356,9 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
         raise RuntimeError("built an invalid submission:\n" + "\n".join(problems))
     prepare_output_dir(output_dir)
     write_submission(output_dir / "submission.json", submission)
-
-    n_test = sum(len(v) for v in _test_inputs_of(chal).values())
-    no_prediction = [f"{t}:{i}" for (t, i), c in ranked.items() if t in chal and not any(x.grid.size for x in c)]
     metrics: dict[str, Any] = {
         **dict(extra or {}), "data_dir": str(data_dir), "rank_by": rank_by, "fallback": fallback,
         "steps": steps or model.config.eval_steps, "world_size": world,
-        "tasks": len(chal), "test_inputs": n_test, "test_inputs_without_prediction": len(no_prediction),
         "inference_seconds": round(t_infer, 3), "voting_seconds": round(t_vote, 3), **acc.stats,
         "count_empty_predictions": count_empty_predictions,
         "aggregated_evaluations": vote_pool.evaluations if vote_pool is not None else 1,
@@ -370,25 +367,44 @@ def evaluate_model(model, data_dir: str | Path, output_dir: str | Path, *, steps
         **loss_head_metrics({k: v[runs[0]["noise_pass"] == 0] for k, v in runs[0].items()},
                             steps or model.config.eval_steps),
     }
+    return write_eval_files(output_dir, chal, sols, ranked, submission, metrics, rank_by=rank_by, top=top,
+                            selection=selection, scored=scored)
+
+
+def write_eval_files(output_dir: Path, challenges: Mapping[str, Any], solutions: Mapping[str, Any] | None,
+                     ranked: Ranked, submission: Mapping[str, Any], metrics: dict, *, rank_by: str = "votes_then_q",
+                     top: int = 10, selection=None, scored: Ranked | None = None) -> dict:
+    """metrics.json (with pass@K and the Kaggle score when `solutions` are known, and every selection rule's on
+    the `scored` candidates when `selection` rescored), predictions.json (what `trm report` draws) and
+    per_task.csv of one evaluation in `output_dir`; returns the metrics."""
+    from trm_core.rescore import Selection, pass_by_rule
+
+    selection = selection if selection is not None else Selection(rule="votes")
+    n_test = sum(len(v) for v in _test_inputs_of(challenges).values())
+    no_prediction = [f"{t}:{i}" for (t, i), c in ranked.items()
+                     if t in challenges and not any(x.grid.size for x in c)]
+    metrics = {**metrics, "tasks": len(challenges), "test_inputs": n_test,
+               "test_inputs_without_prediction": len(no_prediction)}
     per_task_pass: dict = {}
     per_task_score: dict = {}
-    if sols is not None:
-        sols = {t: v for t, v in sols.items() if t in test_inputs}
-        pk = pass_at_k(ranked, sols)
+    if solutions is not None:
+        voted = {t for t, _ in ranked}  # the submission's tasks, and those only test_puzzles.json knows
+        solutions = {t: v for t, v in solutions.items() if t in voted}
+        pk = pass_at_k(ranked, solutions)
         per_task_pass = pk["per_task"]
         metrics.update({f"ARC/{k}": v for k, v in pk["overall"].items()})
-        score, per_task_score = score_submission(submission, sols)
+        score, per_task_score = score_submission(submission, solutions)
         metrics["kaggle_score"] = score
-        if selection.rescores:  # every rule on the same scored candidates (what the chosen rule gained)
-            for rule, values in pass_by_rule(scored, sols, selection.candidates).items():
+        if selection.rescores and scored is not None:  # every rule on the same scored candidates
+            for rule, values in pass_by_rule(scored, solutions, selection.candidates).items():
                 metrics.update({f"ARC/{rule}/{k}": v for k, v in values.items()})
     atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     head = selection.candidates if selection.rescores else 0
     atomic_write_text(output_dir / "predictions.json",
                       json.dumps({"rank_by": rank_by, "select": selection.rule if selection.rescores else "votes",
                                   "selection": selection.as_dict(),
-                                  "tasks": _predictions_json(ranked, chal, sols, top, head)}))
-    _write_per_task_csv(output_dir / "per_task.csv", chal, ranked, per_task_pass, per_task_score)
+                                  "tasks": _predictions_json(ranked, challenges, solutions, top, head)}))
+    _write_per_task_csv(output_dir / "per_task.csv", challenges, ranked, per_task_pass, per_task_score)
     return metrics
 
 
@@ -439,6 +455,105 @@ def _write_per_task_csv(path: Path, challenges: Mapping[str, Any], ranked: Ranke
                     " ".join(str(c[1].votes) if len(c) > 1 else "0" for c in cands),
                     " ".join(str(len(c)) for c in cands)])
     atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inference in rounds under a deadline (the Kaggle runner's `infer` phase)
+# ----------------------------------------------------------------------------------------------------------
+
+def predict_rows(models: Sequence[Any], batch: Mapping[str, Any], steps: int | None = None, *,
+                 noise_scale: float = 0.0, generators: Sequence[Any] | None = None) -> dict[str, np.ndarray]:
+    """Predict one batch (`PuzzleDataset.test_batch`), its rows split evenly over `models` (one replica per
+    device, one thread each: the devices compute at once while Python waits, as nn.DataParallel does).
+    `noise_scale` > 0: a noisy pass (`trm_core.model.predict`), drawn from `generators` (one per replica)."""
+    import torch
+
+    from trm_core.model import predict
+
+    def run(k: int, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        model = models[k]
+        noise = dict(noise=noise_scale, generator=generators[k]) if noise_scale > 0 else {}
+        with torch.inference_mode():  # grad mode is per thread
+            dev = next(model.parameters()).device
+            out = predict(model, batch["inputs"][rows].to(dev), batch["puzzle_identifiers"][rows].to(dev), steps,
+                          **noise)
+            return out["preds"].to(torch.uint8).cpu().numpy(), out["q_halt_logits"].float().cpu().numpy()
+
+    bounds = np.linspace(0, len(batch["inputs"]), len(models) + 1).astype(int)
+    shares = [(k, slice(a, b)) for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
+    if len(shares) == 1:
+        parts = [run(*shares[0])]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(shares)) as pool:
+            parts = list(pool.map(lambda share: run(*share), shares))
+    return {"inputs": np.asarray(batch["inputs"]).astype(np.uint8), "preds": np.concatenate([p[0] for p in parts]),
+            "puzzle_identifiers": np.asarray(batch["puzzle_identifiers"]),
+            "q_halt_logits": np.concatenate([p[1] for p in parts])}
+
+
+def time_inference(model, dataset, rows: np.ndarray, steps: int | None = None) -> tuple[float, dict]:
+    """Seconds per row to predict `rows` of `dataset` (after one untimed call on two rows: first-call
+    allocations, kernel choice), and the predictions."""
+    predict_rows([model], dataset.test_batch(rows[:2]), steps)
+    t = time.perf_counter()
+    out = predict_rows([model], dataset.test_batch(rows), steps)  # copied to the CPU: the device is done
+    return (time.perf_counter() - t) / len(rows), out
+
+
+def infer_in_rounds(models: Sequence[Sequence[Any]], dataset, acc: VoteAccumulator,
+                    rounds: Sequence[tuple[int, int]], *, batch_size: int, row_s: float,
+                    time_left: Callable[[], float], on_round: Callable[[bool], float], reserve_s: float = 0.0,
+                    steps: int | None = None, noise_scale: float = 0.0, noise_samples: int = 0, noise_seed: int = 0,
+                    voted: list | None = None, state: dict | None = None) -> dict:
+    """Predict the test rows of `dataset` round by round and vote them into `acc`.
+
+    `models`: the checkpoints whose votes are pooled, newest first (ties go to it), each as its list of device
+    replicas; each also votes `noise_samples` noisy passes per row (`noise_scale`, seeded by `noise_seed`).
+    A round is the augmentation levels [lo, hi) of every task (`trm_core.budget.vote_rounds`: the originals
+    first, then doubling levels). Before each batch, its time (the slowest seconds per row of the last three
+    batches, every pass included; `row_s` until then) plus `reserve_s` must fit in `time_left()`, else
+    inference stops there. After each round, and once where it stops early, `on_round(complete)` writes the
+    submission and returns the seconds that took; twice that is kept free from then on (voting grows with the
+    rows). `voted` (a list) receives each batch's deterministic rows of the newest model (for rescoring).
+    `state` (updated in place; a heartbeat may read it) and the return value hold rounds, rows, levels done
+    and why it stopped.
+    """
+    import torch
+
+    state = {} if state is None else state
+    state.update(rounds=0, rows=0, levels=0, complete=False, stopped=None)
+    generators = [[torch.Generator(device=next(m.parameters()).device).manual_seed(noise_seed * 1_000_003 + k)
+                   for k, m in enumerate(replicas)] for replicas in models] if noise_samples else None
+    recent = [row_s]
+    chunk = batch_size * len(models[0])
+    for r, (lo, hi) in enumerate(rounds):
+        rows = dataset.test_rows(lo, hi)
+        if not len(rows):  # no task has this many versions (a build with fewer augmentations): all voted
+            break
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            if max(recent[-3:]) * len(part) + reserve_s > time_left():
+                state["stopped"] = (f"round {r + 1} of {len(rounds)} (levels {lo}..{hi - 1}) at row {start} of "
+                                    f"{len(rows)}: the next batch would not end in time")
+                if state["rows"] and (start or lo):  # votes since the last submission: write them
+                    on_round(False)
+                return state
+            t, batch = time.perf_counter(), dataset.test_batch(part)
+            for m, replicas in enumerate(models):
+                for n in range(1 + noise_samples):
+                    out = predict_rows(replicas, batch, steps, noise_scale=noise_scale if n else 0.0,
+                                       generators=generators[m] if generators else None)
+                    acc.add(out["inputs"], out["preds"], out["puzzle_identifiers"], out["q_halt_logits"])
+                    if voted is not None and m == 0 and n == 0:
+                        voted.append(out)
+            recent.append((time.perf_counter() - t) / len(part))
+            state["rows"] += len(part)
+        reserve_s = max(reserve_s, 2 * on_round(True))
+        state.update(rounds=r + 1, levels=hi)
+    state["complete"] = True
+    return state
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -502,14 +617,9 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
                           noise_scale=args.noise_scale, noise_samples=args.noise_samples, noise_seed=args.noise_seed)
 
     from trm_core import dist
-    from trm_core.config import parse_value
+    from trm_core.config import parse_overrides
 
-    arch = {}
-    for item in args.arch:
-        key, sep, value = item.partition("=")
-        if not sep:
-            p.error(f"--arch expects KEY=VALUE, got {item!r}")
-        arch[key.strip()] = parse_value(value)
+    arch = parse_overrides(args.arch, "--arch")
     prepare_output_dir(args.output_dir)  # an unusable output folder fails now, not after the inference
     info = dist.init_distributed(args.device or "auto")
     try:

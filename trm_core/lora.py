@@ -12,7 +12,7 @@ small model's argmaxes flip).
 State-dict names (a public interface). The full model state_dict stays upstream-compatible: the base weight keeps
 its key (`inner.L_level.layers.0.self_attn.qkv_proj.weight`, not `...qkv_proj.base_layer.weight`) and the
 adapters sit beside it as `...qkv_proj.lora_A` / `...qkv_proj.lora_B`. The fork's names (`..._lora_A`,
-`..._lora_B`, with `_orig_mod.model.` / `model.` prefixes) go through `trm_core.checkpoint.canonical_key`.
+`..._lora_B`, with `_orig_mod.model.` / `model.` prefixes) go through `trm_core.model.canonical_key`.
 A merged layer still saves its *unmerged* base weight, so a state_dict never holds the delta twice; loading a
 state_dict into a merged layer unmerges it.
 
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trm_core.layers import CastedLinear
+from trm_core.model import canonical_key
 
 LORA_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head", "q_head")
 
@@ -203,8 +204,6 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def load_adapter_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
     """Load adapters (ours or the fork's names) into a model that went through `apply_lora`; every adapter of
     the model must be given, and nothing else but the token embedding is accepted."""
-    from trm_core.checkpoint import canonical_key  # the one mapping of foreign names (checkpoint imports us)
-
     layers = lora_layers(model)
     if not layers:
         raise ValueError("load_adapter_state_dict: the model has no LoRA layers; call apply_lora first")

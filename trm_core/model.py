@@ -17,6 +17,7 @@ carries gradient (the paper's 1-step gradient approximation).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -429,3 +430,20 @@ def predict(model: TRM, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor,
     logits = out["logits"].float()
     return {"logits": logits, "preds": logits.argmax(-1), "q_halt_logits": out["q_halt_logits"],
             "q_continue_logits": out["q_continue_logits"]}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parameter names
+# ----------------------------------------------------------------------------------------------------------
+
+KEY_PREFIX_RE = re.compile(r"^((?:_orig_mod\.|model\.)+)(?=inner\.)")
+
+
+def canonical_key(key: str) -> str:
+    """One name per tensor, the one mapping of foreign parameter names (checkpoints and LoRA adapters use it):
+    strip `_orig_mod.` / `model.` before `inner.`; the fork's `X._lora_A` -> `X.lora_A`.
+
+    `_orig_mod.model.inner.X`, `model.inner.X`, `_orig_mod.inner.X` and `inner.X` all become `inner.X`.
+    """
+    key = KEY_PREFIX_RE.sub("", key, count=1)
+    return re.sub(r"\._lora_([AB])$", r".lora_\1", key)

@@ -1,83 +1,48 @@
-"""The learning proof: a small TRM trained from scratch on a few ARC tasks' demonstrations, scored pass@2.
+"""The learning proof: the shipped CPU trunk, unadapted and adapted, against a model from scratch on held-out tasks.
 
-    # the shipped 10 tasks (data/proof_tasks.json), 10 minutes on a 2-core laptop CPU
-    python -m trm_core.proof --tasks data/proof_tasks.json
-    # any challenges file (solutions from a file, or inline "output"s on the test pairs)
-    python -m trm_core.proof --tasks my_challenges.json --solutions my_solutions.json --budget-minutes 5
+    # 10 held-out ARC-AGI-1 tasks, 10 minutes a trained column on a 2-core laptop CPU
+    trm proof --tasks data/heldout/arc1_eval_v1.json
+    # any task list or challenges file, from scratch only, with other settings
+    trm proof --tasks my_challenges.json --solutions my_solutions.json --weights scratch --set lr=1e-3
 
-One command runs the product's own Kaggle pipeline (`trm_core.kaggle.run_kaggle`, mode `full`, weights `scratch`)
-on the tasks: a compact-canvas augmented dataset of their demonstration pairs, a few timed warm-up steps and one
-timed inference batch to size training to the budget, the real trainer, then voting over every augmented test
-input and a submission.json. The test outputs are never trained on: the runner is given the test inputs only,
-and the solutions score its final submission.
+Each column is a run of the Kaggle recipe (`trm_core.kaggle.run_kaggle`) with the preset
+`trm_core/configs/kaggle/proof.yaml`: a compact-canvas augmented dataset of the tasks' demonstration pairs, a
+timed warm-up and inference batch that size training to the budget, the real trainer, then voting over every
+augmented test input and a submission.json. The test outputs are never trained on: the runner is given the test
+inputs only, and the solutions score its final submission.
 
-It prints pass@2 next to two baselines on the same tasks: the test input unchanged, and the most common
-demonstration output (the first one seen on ties). Where the time goes (build / train / eval) and the load average
-are printed too, because on a shared 2-core machine the same budget buys fewer steps under load.
+Columns: with a trunk (`--weights`, default the shipped `trm_core/trunks/cpu_c12_h64`), the trunk with no
+adaptation (mode none), the trunk adapted (the preset's `mode`, plus `adapt.KEY=VALUE` settings of that column
+only) and, unless `--no-scratch`, a model from scratch (mode full, the preset's `arch.*` model); with
+`--weights scratch`, the scratch column alone. Next to them, two baselines on the same tasks: the test input
+unchanged, and the most common demonstration output (the first one seen on ties). Where the time goes and the
+load average are printed too, because on a shared 2-core machine the same budget buys fewer steps under load.
 
-Why these settings (see PROOF_DEFAULTS): a 30x30 canvas and 16 ACT steps at evaluation make upstream's config
-spend ~40 minutes just evaluating; for grids <= 10x10 a 12x12 canvas (grid + EOS + one spare row/column) cuts
-the sequence ~6x and attention ~40x (the tiny model trains 14x faster per example at 12 than at 30), and one
-ACT step at evaluation keeps inference to seconds while voting over the augmented test inputs recovers what
-one forward gets wrong. Colour permutations stay on: without them (`--set colour_permutation=false`) the model
-fits every demonstration but cannot copy a colour it never saw (00576224's test input brings a new one), and
-with the plain dihedral versions first (`--set dihedral_first=true`) it fits neither group in 10 minutes; an
-ensemble of one model of each kind (`--set ensemble=[...]`) halves each one's steps and scores less. The tuning
-runs and their scores are in bench/README.md.
+`--set KEY=VALUE` overrides a preset key (any KaggleRunConfig field: `train_aug`, `steps`, `batch_size`, ...), a
+training key (`lr`, `ema`, `arch.hidden_size`: added to `train`), one of the proof's own (`canvas`: default the
+largest grid side + 2, at most 30; `ensemble`: a list of setting dicts, one model each on equal shares of the
+budget, their votes pooled with `trm pool`), or, as `adapt.KEY=VALUE`, the adapted trunk column's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 # The CPU-pretrained trunk shipped with the package (trm_core/trunks/cpu_c12_h64/MODEL_CARD.md says how it was made).
 SHIPPED_TRUNK = Path(__file__).resolve().parent / "trunks" / "cpu_c12_h64"
-
-# Every setting the proof uses; `--set key=value` overrides any of them (values parsed as JSON).
-PROOF_DEFAULTS: dict[str, Any] = {
-    # One recursion step (H_cycles=L_cycles=1, one ACT step): on 2 CPU cores the budget buys ~3,500 optimizer
-    # steps of this model against ~2,200 for H_cycles=2 and ~1,400 for hidden 128, and steps matter most here.
-    "arch": {"hidden_size": 64, "num_heads": 4, "expansion": 4, "L_layers": 2, "H_cycles": 1, "L_cycles": 1,
-             "puzzle_emb_ndim": 64, "puzzle_emb_len": 1, "pos_encodings": "rope", "halt_max_steps": 1,
-             "halt_max_steps_eval": 1, "halt_exploration_prob": 0.1, "forward_dtype": "float32",
-             "loss_type": "softmax_cross_entropy"},
-    "num_aug": 100,  # augmented versions per task (train and test); each gets its own puzzle embedding
-    "canvas": None,  # None = the largest grid side + 2 (EOS + room to translate), at most 30
-    "colour_permutation": True,  # False: the 8 dihedral transforms only
-    "dihedral_first": False,  # the plain dihedral versions first, then random colour permutations
-    "translate": False,  # random placement on the canvas: a harder problem than this budget can learn
-    "global_batch_size": 14,  # at most the demonstration pairs of one epoch (one augmented version per task)
-    "lr": 2e-3,  # 5e-3 learns faster at first, then degrades; 1e-2 diverges
-    "optimizer": "adam_atan2",  # what lr was tuned with (the `full` mode's fork recipe steps 1.27x further)
-    "lr_warmup_steps": 100,
-    "puzzle_emb_lr": 1e-2,  # weight decays are the `full` mode's (cfg_posttrain): 0.1 for both
-    "eval_batch_size": 256,
-    "eval_max_augmentations": None,  # None = every augmented test input votes
-    "seed": 0,
-    "max_steps": None,  # stop after this many optimizer steps even if time is left (smoke tests)
-    "lr_min_ratio": 1.0,  # < 1: cosine decay to lr x this by the deadline (0.1 from 5e-3 fits dihedral-only data)
-    "ema": False,
-    "safety_margin": 0.02,  # fraction of the budget left free at the end (load on shared machines varies)
-    # Choosing the attempts (trm_core.rescore; README "Choosing the two attempts"): the rule, the candidates it
-    # re-ranks and the views it scores them under, noisy passes and pooled checkpoints (1 = the final one).
-    "select": "mean_logprob",
-    "select_candidates": 64,
-    "select_views": None,  # None = every view that votes
-    "noise_scale": 0.0,
-    "noise_samples": 0,
-    "pool_checkpoints": 1,
-    "mode": "full",  # adaptation mode of the trunk column (the scratch column always trains every weight)
-    "adapt": {},  # settings for the trunk column only, on top of these (e.g. {"lr": 1e-3}); see TRUNK_ADAPT
-    # A list of setting overrides, one per model: the models train one after another on equal shares of the
-    # budget and their votes are pooled (`trm pool`), e.g. [{"colour_permutation": false}, {}]. None = one model.
-    "ensemble": None,
+# The proof's own settings, beside the preset's run fields.
+PROOF_SETTINGS: dict[str, Any] = {
+    "canvas": None,  # None: the largest grid side + 2 (EOS + room to translate), at most 30
+    "adapt": [],  # KEY=VALUE settings of the adapted trunk column only, e.g. ["lr=1e-3"]
+    "ensemble": None,  # a list of setting dicts: one model each, votes pooled; None = one model
 }
 
 
@@ -118,49 +83,51 @@ def max_grid_side(challenges: dict) -> int:
 # The run
 # ----------------------------------------------------------------------------------------------------------
 
-def kaggle_config(settings: dict, challenges_file: Path, solutions_file: Path, out: Path, canvas: int | None,
-                  budget_minutes: float, progress: bool, weights: str = "scratch", mode: str = "full"):
-    """One column of the proof as a Kaggle run: its weights and mode, the proof's settings, no hidden-rerun factor.
-    A trunk carries its architecture and canvas; `arch` and `canvas` apply to scratch weights only."""
-    from trm_core.kaggle import SCRATCH, KaggleRunConfig
+def apply_settings(run: dict, own: dict, items: Sequence[str]) -> tuple[dict, dict]:
+    """`--set` items onto (the preset's run fields, the proof's own settings); returns new dicts.
 
-    s = settings
-    scratch = str(weights).strip().lower() in SCRATCH
-    return KaggleRunConfig(
-        challenges_file=str(challenges_file), solutions_file=str(solutions_file), weights=str(weights),
-        output_dir=str(out), work_dir=str(out / "work"), budget_minutes=budget_minutes, mode=mode,
-        steps=s["max_steps"], batch_size=s["global_batch_size"], eval_batch_size=s["eval_batch_size"],
-        lr=s["lr"], puzzle_emb_lr=s["puzzle_emb_lr"], lr_warmup_steps=s["lr_warmup_steps"],
-        lr_min_ratio=s["lr_min_ratio"], optimizer=s["optimizer"], ema=s["ema"], train_aug=s["num_aug"],
-        colour_permutation=s["colour_permutation"], dihedral_first=s["dihedral_first"], train_translation=s["translate"],
-        vote_aug=s["num_aug"] if s["eval_max_augmentations"] is None else s["eval_max_augmentations"],
-        seed=s["seed"], hidden_rerun_factor=1.0, safety_margin=s["safety_margin"], device="cpu", nproc=1,
-        canvas_size=canvas if scratch else None, arch=dict(s["arch"]) if scratch else {}, progress=progress,
-        select=s["select"], select_candidates=s["select_candidates"], select_views=s["select_views"],
-        noise_scale=s["noise_scale"], noise_samples=s["noise_samples"], pool_checkpoints=s["pool_checkpoints"])
+    A KaggleRunConfig field is set (`train_aug=8`); `canvas`, `ensemble` and `adapt.KEY=VALUE` are the proof's;
+    anything else is a training override added to `train` (`lr=1e-3`, `arch.hidden_size=16`), which the runner's
+    one loader checks (an unknown key is an error naming it). Values are parsed by `trm_core.config`."""
+    from trm_core.config import KaggleRunConfig, field_value, parse_overrides
 
-
-def _merge(base: dict, overrides: dict) -> dict:
-    return {**base, **overrides, "arch": {**base["arch"], **overrides.get("arch", {})}}
+    fields = {f.name for f in dataclasses.fields(KaggleRunConfig)}
+    run, own = {**run, "train": list(run.get("train", []))}, {**own, "adapt": list(own["adapt"])}
+    for item in items:
+        (key, value), = parse_overrides([item], "--set").items()
+        if key == "adapt":
+            own["adapt"].append(item.split(".", 1)[1])
+        elif key in fields:
+            run[key] = field_value(KaggleRunConfig, key, value)
+        elif key in PROOF_SETTINGS:
+            own[key] = value
+        else:
+            run["train"].append(item)
+    return run, own
 
 
-def _check_settings(s: dict) -> None:
-    unknown = sorted(set(s) - set(PROOF_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown proof setting(s) {unknown}; known: {', '.join(PROOF_DEFAULTS)}")
-    members = s["ensemble"] or [{}]
-    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
-        raise ValueError(f"ensemble must be a list of setting dicts, e.g. [{{\"num_aug\": 8}}, {{}}], got {members!r}")
-    for k, overrides in enumerate(members):
-        unknown = sorted((set(overrides) - set(PROOF_DEFAULTS)) | ({"ensemble", "canvas", "adapt"} & set(overrides)))
-        if unknown:
-            raise ValueError(f"ensemble member {k}: unknown or not per-model setting(s) {unknown}")
-    adapt = s["adapt"]
-    if not isinstance(adapt, dict) or set(adapt) - set(PROOF_DEFAULTS) or {"adapt", "canvas"} & set(adapt):
-        raise ValueError(f"adapt must be a dict of proof settings for the trunk column, got {adapt!r}")
+def _items(settings: dict) -> list[str]:
+    """{"train_aug": 3, "arch.hidden_size": 16} -> ["train_aug=3", "arch.hidden_size=16"] (values as JSON)."""
+    return [f"{k}={json.dumps(v)}" for k, v in settings.items()]
 
 
-def _run_column(label: str, mode: str, weights: str, s: dict, files: tuple[Path, Path], out: Path,
+def column_config(run: dict, column: str, weights: str, files: tuple[Path, Path], out: Path, canvas: int,
+                  minutes: float, progress: bool):
+    """One column's Kaggle run: the proof's run fields, its weights and mode; a trunk carries its architecture
+    and canvas, so the `arch.*` training overrides and the canvas apply to the scratch column only."""
+    from trm_core.config import KaggleRunConfig, from_dict
+
+    scratch = column == "scratch"
+    fields = {**run, "challenges_file": str(files[0]), "solutions_file": str(files[1]), "weights": str(weights),
+              "output_dir": str(out), "work_dir": str(out / "work"), "budget_minutes": minutes,
+              "progress": progress, "heartbeat_minutes": 0,
+              "mode": {"scratch": "full", "trunk_none": "none"}.get(column, run["mode"]),
+              "canvas_size": canvas if scratch else None,
+              "train": [t for t in run["train"] if scratch or not t.startswith("arch.")]}
+    return from_dict(KaggleRunConfig, fields, f"proof column {column}")
+
+
+def _run_column(label: str, column: str, weights: str, run: dict, own: dict, files: tuple[Path, Path], out: Path,
                 canvas: int, minutes: float, progress: bool) -> dict:
     """Train (unless mode none) and evaluate one column; an ensemble trains one model per member on equal shares
     of the column's budget and pools their votes."""
@@ -168,57 +135,57 @@ def _run_column(label: str, mode: str, weights: str, s: dict, files: tuple[Path,
     from trm_core.submission import pool_predictions, write_submission
 
     t0 = time.monotonic()
-    members = (s["ensemble"] or [{}]) if mode != "none" else [{}]
+    members = (own["ensemble"] or [{}]) if column != "trunk_none" else [{}]
     runs = []
     for k, overrides in enumerate(members):
-        ms = {**_merge(s, overrides), "ensemble": None}
+        member_run = apply_settings(run, own, _items(overrides))[0]
         share = (minutes - (time.monotonic() - t0) / 60) / (len(members) - k)
         member_out = out if len(members) == 1 else out / f"member_{k}"
-        result = run_kaggle(kaggle_config(ms, *files, member_out, canvas, share, progress, weights, mode))
-        if result["status"] != "ok":
-            raise RuntimeError(f"{label}, run {k}: did not finish: " + "; ".join(result["errors"] or [result["status"]]))
-        runs.append((overrides, member_out, result))
-    submission = Path(runs[0][2]["submission"])
+        result = run_kaggle(column_config(member_run, column, weights, files, member_out, canvas, share, progress))
+        if result.status != "ok":
+            raise RuntimeError(f"{label}, run {k}: did not finish: " + "; ".join(result.errors or [result.status]))
+        runs.append((overrides, result))
+    submission = runs[0][1].submission
     if len(runs) > 1:  # one submission from the pooled votes of every member
         submission = write_submission(out / "submission.json", pool_predictions(
-            [m_out / "work" / "eval" / "predictions.json" for _, m_out, _ in runs], files[0]))
-    member_rows = []
-    for overrides, m_out, r in runs:
-        metrics = m_out / "work" / "runs" / "adapt" / "metrics.jsonl"
-        train_logs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
-        phases = r["phases"]
-        member_rows.append({
-            "overrides": overrides, "steps": r.get("steps_done", 0), "plan": r["plan"] or {},
-            "score_alone": r["score"], "final_train": train_logs[-1] if train_logs else {},
-            "seconds": {"build": phases.get("build", 0.0), "train": phases.get("train", 0.0),
-                        "eval": phases.get("infer", 0.0), "total": r["seconds"]}})
+            [r.predictions for _, r in runs], files[0]))
+    member_rows = [{"overrides": o, "steps": r.steps_done, "plan": r.plan or {}, "score_alone": r.score,
+                    "final_train": r.final_train, "test_rows": r.inference.get("rows", 0), "run_dir": str(r.run_dir),
+                    "seconds": {"build": r.phases.get("build", 0.0), "train": r.phases.get("train", 0.0),
+                                "eval": r.phases.get("infer", 0.0), "total": r.seconds}} for o, r in runs]
     total = round(time.monotonic() - t0, 1)
     seconds = {k: round(sum(m["seconds"][k] for m in member_rows), 1) for k in ("build", "train", "eval")}
     plan = member_rows[0]["plan"]
-    return {"method": label, "mode": mode, "weights": str(weights), "submission": str(submission),
-            "global_batch_size": plan.get("batch_size"), "steps": sum(m["steps"] for m in member_rows),
+    return {"method": label, "mode": runs[0][1].config["mode"], "weights": str(weights),
+            "submission": str(submission), "global_batch_size": plan.get("batch_size"),
+            "steps": sum(m["steps"] for m in member_rows),
             "planned_steps": sum(m["plan"].get("train_steps", 0) for m in member_rows),
-            "test_rows": sum(m["plan"].get("rows", 0) for m in member_rows),
+            "test_rows": sum(m["test_rows"] for m in member_rows), "run_dir": member_rows[-1]["run_dir"],
             "final_train": member_rows[-1]["final_train"], "members": member_rows if len(runs) > 1 else [],
             "seconds": dict(seconds, total=total, other=round(total - sum(seconds.values()), 1)),
-            "settings": s}
+            "settings": runs[0][1].config}
 
 
-def run_proof(challenges: dict, solutions: dict, out_dir: str | Path, *, budget_minutes: float = 10.0,
-              settings: dict | None = None, weights: str | Path = "scratch", compare_scratch: bool = True,
+def run_proof(challenges: dict, solutions: dict, out_dir: str | Path, *, budget_minutes: float | None = None,
+              settings: Mapping[str, Any] | Sequence[str] = (), weights: str | Path = "scratch",
+              compare_scratch: bool = True,
               progress: bool = True) -> dict:
-    """Score TRM columns on the tasks with `trm_core.kaggle.run_kaggle` (the same runner as a Kaggle submission:
-    measured step and inference times size the training), next to two baselines; return scores and timings.
+    """Score the columns on the tasks with the Kaggle recipe (`trm_core.kaggle.run_kaggle`, the preset
+    `configs/kaggle/proof.yaml`; the same runner as a Kaggle submission: measured step and inference times size
+    the training), next to two baselines; return scores and timings.
 
-    With a trunk as `weights` the columns are: the trunk with no adaptation (mode none), the trunk adapted for
-    `budget_minutes` (mode `settings["mode"]`, with `settings["adapt"]` on top) and, if `compare_scratch`, a
-    model trained from scratch for the same budget. With `weights="scratch"`, the scratch column alone.
+    `settings`: `--set` items (["train_aug=8", "adapt.lr=1e-4"]) or a dict of them ({"train_aug": 8}). With a trunk as
+    `weights` the columns are: the trunk with no adaptation (mode none), the trunk adapted for `budget_minutes`
+    and, if `compare_scratch`, a model trained from scratch for the same budget. With "scratch", that one alone.
     """
+    from trm_core.config import load_preset
     from trm_core.kaggle import SCRATCH
     from trm_core.submission import score_submission
 
-    s = _merge(PROOF_DEFAULTS, settings or {})
-    _check_settings(s)
+    items = _items(settings) if isinstance(settings, Mapping) else list(settings)
+    run, own = apply_settings(load_preset("proof"), PROOF_SETTINGS, items)
+    minutes = float(budget_minutes if budget_minutes is not None else run["budget_minutes"])
+    _check_own(own)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     load_start = _loadavg()
@@ -229,19 +196,18 @@ def run_proof(challenges: dict, solutions: dict, out_dir: str | Path, *, budget_
     files[0].write_text(json.dumps({t: {"train": task["train"], "test": [{"input": p["input"]} for p in task["test"]]}
                                     for t, task in challenges.items()}))
     files[1].write_text(json.dumps(solutions))
-    canvas = s["canvas"] or min(30, max_grid_side(challenges) + 2)
+    canvas = own["canvas"] or min(30, max_grid_side(challenges) + 2)
     t0 = time.monotonic()
     trunk = str(weights).strip().lower() not in SCRATCH
     columns = []
     if trunk:
-        adapted = _merge(s, s["adapt"])
-        columns += [("trunk, no adaptation", "none", str(weights), adapted, "trunk_none"),
-                    (f"trunk adapted ({adapted['mode']}, {budget_minutes:g} min)", adapted["mode"], str(weights),
-                     adapted, "trunk_adapted")]
+        adapted = apply_settings(run, own, own["adapt"])[0]
+        columns += [("trunk, no adaptation", "trunk_none", str(weights), adapted),
+                    (f"trunk adapted ({adapted['mode']}, {minutes:g} min)", "trunk_adapted", str(weights), adapted)]
     if not trunk or compare_scratch:
-        columns.append((f"from scratch (full, {budget_minutes:g} min)", "full", "scratch", s, "scratch"))
-    results = [_run_column(label, mode, w, cs, files, out / folder, canvas, budget_minutes, progress)
-               for label, mode, w, cs, folder in columns]
+        columns.append((f"from scratch (full, {minutes:g} min)", "scratch", "scratch", run))
+    results = [_run_column(label, column, w, cs, own, files, out / column, canvas, minutes, progress)
+               for label, column, w, cs in columns]
 
     n_tasks = len(challenges)
     rows = []
@@ -254,10 +220,21 @@ def run_proof(challenges: dict, solutions: dict, out_dir: str | Path, *, budget_
     for name, sub in baselines.items():
         b_value, n_solved = score(sub, solutions)
         rows.append({"method": name, "pass@2": b_value, "tasks solved": n_solved, "tasks": n_tasks})
-    return {"rows": rows, "columns": results, "canvas": canvas, "settings": s, "weights": str(weights),
-            "budget_minutes": budget_minutes, "tasks": list(challenges),
+    return {"rows": rows, "columns": results, "canvas": canvas, "settings": {"run": run, **own},
+            "weights": str(weights), "budget_minutes": minutes, "tasks": list(challenges),
             "seconds_total": round(time.monotonic() - t0, 1),
             "loadavg": {"start": load_start, "end": _loadavg()}, "cpu_count": os.cpu_count()}
+
+
+def _check_own(own: dict) -> None:
+    members = own["ensemble"] or [{}]
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        raise ValueError(f"ensemble must be a list of setting dicts, e.g. [{{\"train_aug\": 8}}, {{}}], "
+                         f"got {members!r}")
+    for k, overrides in enumerate(members):
+        own_keys = sorted(set(PROOF_SETTINGS) & {key.split(".")[0] for key in overrides})
+        if own_keys:
+            raise ValueError(f"ensemble member {k}: {own_keys} are settings of the whole proof, not of one model")
 
 
 def _loadavg() -> list[float]:
@@ -294,29 +271,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="trunk export, checkpoint or run folder (default: the shipped CPU trunk), or 'scratch'")
     p.add_argument("--no-scratch", action="store_true", help="with a trunk: skip the from-scratch column")
     p.add_argument("--solutions", default=None, help="solutions file (default: the list's source, or inline)")
-    p.add_argument("--budget-minutes", type=float, default=10.0, help="build + train + eval wall clock")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="per trained column: build + train + inference (default: the preset's, 10)")
     p.add_argument("--output-dir", default="runs/proof", help="data, run folder and result.json go here")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a PROOF_DEFAULTS entry, e.g. --set num_aug=100 --set arch.hidden_size=64")
+                   help="a preset key (configs/kaggle/proof.yaml), training key, canvas, ensemble or "
+                        "adapt.KEY, e.g. --set train_aug=50 --set lr=1e-3 --set adapt.lr=1e-4")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster when other jobs share the cores)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    settings: dict[str, Any] = {"arch": {}}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            value = json.loads(value)
-        except ValueError:  # not JSON (or a 5,000-digit number): kept as the string given
-            pass
-        if key.startswith("arch."):
-            settings["arch"][key[5:]] = value
-        elif key.startswith("adapt."):
-            settings.setdefault("adapt", {})[key[6:]] = value
-        elif key in PROOF_DEFAULTS:
-            settings[key] = value
-        else:
-            p.error(f"unknown setting {key!r}; known: {', '.join(PROOF_DEFAULTS)}")
     if args.threads:
         import torch
 
@@ -326,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
 
         challenges, solutions, _ = load_task_file(args.tasks, args.solutions)
         result = run_proof(challenges, solutions, args.output_dir, budget_minutes=args.budget_minutes,
-                           settings=settings, weights=args.weights, compare_scratch=not args.no_scratch,
-                           progress=not args.no_progress)
+                           settings=args.set, weights=args.weights,
+                           compare_scratch=not args.no_scratch, progress=not args.no_progress)
     except (ValueError, RuntimeError, OSError) as e:
         print(f"proof: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """A visual report of an evaluation run: one self-contained HTML page in ARC's colours.
 
     trm report runs/arc2_eval                 # writes runs/arc2_eval/report.html
+    trm report runs/kaggle_cpu                # a trm kaggle output folder: its eval/, with the learning curves
     trm report runs/arc2_eval --top 5 --only-unsolved --out /tmp/unsolved.html
 
 For each task and test input the page shows the test input, the top candidates with their vote counts and mean
@@ -99,8 +100,9 @@ def _caption(r: int, c: dict) -> str:
 
 
 def render_html(predictions: dict, metrics: dict | None = None, *, top: int = 3, only_unsolved: bool = False,
-                title: str = "trm_core evaluation") -> str:
-    """The report page for `predictions.json`'s content (and optionally `metrics.json`'s)."""
+                title: str = "trm_core evaluation", curves_png: bytes | None = None) -> str:
+    """The report page for `predictions.json`'s content (and optionally `metrics.json`'s and a learning-curve
+    PNG, shown under the metrics)."""
     metrics = metrics or {}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
@@ -110,6 +112,9 @@ def render_html(predictions: dict, metrics: dict | None = None, *, top: int = 3,
                        else f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
                        for k, v in shown.items())
         parts.append(f"<table class='metrics'>{rows}</table>")
+    if curves_png:
+        parts.append(f"<p><img alt='learning curves' src='data:image/png;base64,"
+                     f"{base64.b64encode(curves_png).decode()}'></p>")
     select = predictions.get("select", "votes")
     how = "votes" if select == "votes" else (
         f"{select} (likelihood over augmented views of the top {(predictions.get('selection') or {}).get('candidates', '?')} "
@@ -143,16 +148,21 @@ def render_html(predictions: dict, metrics: dict | None = None, *, top: int = 3,
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, *, top: int = 3,
                  only_unsolved: bool = False) -> Path:
-    """Render `run_dir/predictions.json` (+ metrics.json if present) to `out` (default run_dir/report.html)."""
+    """Render `run_dir/predictions.json` (+ metrics.json and learning_curves.png if present) to `out` (default
+    run_dir/report.html). `run_dir` is a `trm eval` output folder, or a `trm kaggle` one (its eval/ is read)."""
     run_dir = Path(run_dir)
-    pred_path = run_dir / "predictions.json"
+    folder = run_dir / "eval" if not (run_dir / "predictions.json").exists() else run_dir
+    pred_path = folder / "predictions.json"
     if not pred_path.exists():
-        raise FileNotFoundError(f"{pred_path} not found: run `trm eval --output-dir {run_dir}` first")
+        raise FileNotFoundError(f"{run_dir / 'predictions.json'} not found: run `trm eval --output-dir {run_dir}` "
+                                "first (or `trm kaggle`, which writes eval/predictions.json when time allows)")
     # The input boundary: limits, then the shape (every grid rectangular with colours 0..9, votes and q numbers).
     predictions = check_predictions(read_json(pred_path, tasks_at=("tasks",)), pred_path)
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = folder / "metrics.json"
     metrics = check_metrics(read_json(metrics_path, tasks_at=None), metrics_path) if metrics_path.exists() else None
-    page = render_html(predictions, metrics, top=top, only_unsolved=only_unsolved, title=f"trm eval: {run_dir}")
+    curves = folder / "learning_curves.png"
+    page = render_html(predictions, metrics, top=top, only_unsolved=only_unsolved, title=f"trm eval: {run_dir}",
+                       curves_png=curves.read_bytes() if curves.is_file() else None)
     return atomic_write_text(Path(out) if out else run_dir / "report.html", page)
 
 
@@ -161,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="trm report", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Example:\n  trm report runs/arc2_eval\n\nWrite RUN_DIR/report.html: each test input, the top "
                     "candidates with their votes, and the truth when known, in ARC colours.")
-    p.add_argument("run_dir", help="an output folder of `trm eval` (holds predictions.json)")
+    p.add_argument("run_dir", help="an output folder of `trm eval` (holds predictions.json) or of `trm kaggle`")
     p.add_argument("--out", default=None, help="default: RUN_DIR/report.html")
     p.add_argument("--top", type=int, default=3, help="candidates shown per test input")
     p.add_argument("--only-unsolved", action="store_true", help="hide test inputs solved by attempt 1 or 2")

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from trm_core import dist as trm_dist
+from trm_core.checkpoint import checkpoint_steps, latest_checkpoint
 from trm_core.config import (ArchConfig, ConfigError, apply_overrides, from_dict, load_yaml, save_yaml, to_dict)
 from trm_core.utils import Progress, atomic_torch_save, atomic_write_text, seed_everything, weights_only_refusal
 
@@ -753,25 +754,6 @@ def load_resume_file(path: Path, map_location: Any, required: tuple[str, ...]) -
     return state
 
 
-def checkpoint_steps(folder: Path) -> list[int]:
-    """Steps of the complete checkpoints (`step_N` folders; temp folders start with a dot) under `folder`."""
-    if not folder.is_dir():
-        return []
-    return [int(p.name[5:]) for p in folder.iterdir() if p.is_dir() and p.name.startswith("step_")
-            and p.name[5:].isdigit() and (p / "train_state.pt").exists()]
-
-
-def latest_checkpoint(path: Path) -> Path | None:
-    """The newest complete checkpoint for a run folder, its checkpoints folder, or a checkpoint folder itself."""
-    if (path / "train_state.pt").exists():
-        return path
-    for folder in (path / "checkpoints", path):
-        steps = checkpoint_steps(folder)
-        if steps:
-            return folder / f"step_{max(steps)}"
-    return None
-
-
 def environment_report() -> str:
     """Versions, hardware and git commit, for ENVIRONMENT.txt."""
     lines = [f"python: {sys.version.split()[0]}", f"platform: {platform.platform()}", f"torch: {torch.__version__}",
@@ -783,8 +765,9 @@ def environment_report() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                                 cwd=Path(__file__).parent).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5,
-                               cwd=Path(__file__).parent).stdout.strip()
+        # --no-optional-locks: a status cut short (a deadline, a kill) must not leave .git/index.lock behind
+        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
         lines.append(f"git commit: {commit or 'unknown'}{' (dirty)' if dirty else ''}")
     except (OSError, subprocess.SubprocessError):
         lines.append("git commit: unknown")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 
 class OutputPathError(OSError):
@@ -97,6 +96,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    import torch  # here, not at the top: commands that never touch a tensor start without torch
+
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -111,6 +112,8 @@ def sha256_file(path: str | Path) -> str:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (CPU and CUDA) from one integer."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -118,6 +121,8 @@ def seed_everything(seed: int) -> None:
 
 def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
     """Map a config dtype name to a torch dtype; "auto" is bfloat16 on CUDA and float32 elsewhere."""
+    import torch
+
     device = torch.device(device)
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -126,6 +131,8 @@ def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
 
 
 def default_device() -> torch.device:
+    import torch
+
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 

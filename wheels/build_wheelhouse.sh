@@ -32,7 +32,7 @@ for arg in "$@"; do
   esac
 done
 
-cmd=(env "PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}" "$python" -m trm_core.packaging wheelhouse
+cmd=(env "PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}" "$python" "$root/wheels/wheelhouse.py"
      --project-dir "$root" "${args[@]}")
 if [[ "$dry_run" == 1 ]]; then
   printf 'would run:'; printf ' %q' "${cmd[@]}"; printf '\n'

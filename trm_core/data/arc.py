@@ -154,6 +154,14 @@ def load_tasks(challenges: str | Path, solutions: str | Path | None = None, *,
     challenges = Path(challenges)
     raw_tasks = load_challenges_json(challenges)
     raw_solutions = load_challenges_json(solutions) if solutions is not None else None
+    return parse_tasks(raw_tasks, raw_solutions, skip_invalid=skip_invalid, keep_raw=keep_raw, name=challenges.name,
+                       solutions_name=Path(solutions).name if solutions is not None else "solutions")
+
+
+def parse_tasks(raw_tasks: dict, raw_solutions: dict | None = None, *, skip_invalid: bool = False,
+                keep_raw: bool = False, name: str = "challenges",
+                solutions_name: str = "solutions") -> tuple[dict[str, Task], list[str]]:
+    """`load_tasks` for challenges (and solutions) already read; `name` and `solutions_name` head the messages."""
     tasks: dict[str, Task] = {}
     problems: list[str] = []
     for task_id, raw in raw_tasks.items():
@@ -163,12 +171,27 @@ def load_tasks(challenges: str | Path, solutions: str | Path | None = None, *,
             if keep_raw:
                 tasks[task_id].raw, tasks[task_id].raw_solution = raw, sol
         except ValueError as e:
-            where = Path(solutions).name if str(e).split(":", 1)[0].endswith(".solution") else challenges.name
+            where = solutions_name if str(e).split(":", 1)[0].endswith(".solution") else name
             message = f"{where}: task {task_id}: {e}"
             if not skip_invalid:
                 raise TaskError(message) from None
             problems.append(message)
     return tasks, problems
+
+
+def find_challenges(data_dir: str | Path) -> Path:
+    """`arc-agi_test_challenges.json[.gz]` in `data_dir` or below it (Kaggle nests some competitions)."""
+    data_dir = Path(data_dir)
+    for pattern in ("arc-agi_test_challenges.json", "arc-agi_test_challenges.json.gz"):
+        if (data_dir / pattern).is_file():
+            return data_dir / pattern
+        found = sorted(data_dir.rglob(pattern))
+        if found:
+            return found[0]
+    found = sorted(data_dir.rglob("*test_challenges.json*"))
+    if found:
+        return found[0]
+    raise FileNotFoundError(f"no arc-agi_test_challenges.json under {data_dir} (set data_dir or challenges_file)")
 
 
 def is_task_list(raw: Any) -> bool:

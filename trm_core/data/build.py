@@ -652,6 +652,40 @@ def _write_identifiers(path: Path, start: int, runs: list[tuple[_Plan, np.ndarra
         f.write("]")
 
 
+def build_tasks(tasks: dict, root: str | Path, num_aug: int, **build_kw) -> dict:
+    """Build the test-time dataset of raw `tasks` (the Kaggle runner's): `root`/challenges.json (the builder's
+    input, and a record of what was built) -> `root`/data, every task's test inputs in test/. Returns the
+    summary of `build_dataset` (which takes `build_kw`)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "challenges.json").write_text(json.dumps(tasks))
+    return build_dataset(None, root / "data", ["test"], test_set_names=["test"], num_aug=num_aug, skip_invalid=True,
+                         sources=[("test", root / "challenges.json", None)], **build_kw)
+
+
+def probe_build_costs(tasks: dict, root: str | Path, probe_tasks: int = 8, probe_aug: int = 8,
+                      **build_kw) -> tuple[float, float]:
+    """(seconds per task, seconds per task per augmentation) of `build_tasks` on this machine, from two timed
+    builds of the first `probe_tasks` tasks (0 and `probe_aug` augmentations) under `root`, removed after.
+
+    time = a x tasks + b x rows; the per-row cost is never taken under a quarter of the average (timing noise
+    on a loaded machine), and one augmentation adds one version of each task's rows."""
+    import shutil
+
+    probe, times, rows = dict(list(tasks.items())[:probe_tasks]), [], []
+    build_tasks(dict(list(probe.items())[:1]), root, 0, **{**build_kw, "progress": False})  # untimed: first calls
+    shutil.rmtree(root)
+    for aug in (0, probe_aug):
+        t = time.monotonic()
+        summary = build_tasks(probe, root, aug, **{**build_kw, "progress": False})
+        shutil.rmtree(root)
+        times.append(time.monotonic() - t)
+        rows.append(summary["train"]["examples"] + summary["test"]["examples"])
+    row_s = max((times[1] - times[0]) / max(1, rows[1] - rows[0]), 0.25 * times[1] / max(1, rows[1]))
+    per_version = row_s * rows[0] / len(probe)  # the rows of one version of an average task
+    return max(0.0, times[0] - row_s * rows[0]) / len(probe) + per_version, per_version
+
+
 def main(argv: list[str] | None = None) -> int:
     """`trm build-data` / `python -m trm_core.data.build`."""
     parser = argparse.ArgumentParser(

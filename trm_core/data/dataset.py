@@ -199,10 +199,27 @@ class PuzzleDataset:
             pids = self.puzzle_identifiers[np.searchsorted(self.puzzle_indices, rows, side="right") - 1]
             yield self._collate(rows, pids, with_index=True)
 
+    def test_rows(self, lo: int, hi: int) -> np.ndarray:
+        """Global test rows of augmentation levels [lo, hi) of every group, group by group (level 0 is the original
+        puzzle, level k its k-th augmentation; groups with fewer levels give what they have)."""
+        first, last = self.group_indices[:-1], self.group_indices[1:]
+        puzzles = [np.arange(a + lo, min(a + hi, b)) for a, b in zip(first, last) if a + lo < b]
+        if not puzzles:
+            return np.zeros(0, np.int64)
+        p = np.concatenate(puzzles)
+        starts, sizes = self.puzzle_indices[p], self.puzzle_indices[p + 1] - self.puzzle_indices[p]
+        return np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+
+    def test_batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """`rows` (global test rows) as one batch of exactly len(rows), with `example_index` (no padding)."""
+        pids = self.puzzle_identifiers[np.searchsorted(self.puzzle_indices, rows, side="right") - 1]
+        return self._collate(np.asarray(rows), pids, with_index=True, size=len(rows))
+
     # ---- shared ----
 
-    def _collate(self, rows: np.ndarray, pids: np.ndarray, with_index: bool = False) -> dict[str, torch.Tensor]:
-        n, local, seq = len(rows), self.local_batch_size, self.metadata.seq_len
+    def _collate(self, rows: np.ndarray, pids: np.ndarray, with_index: bool = False,
+                 size: int | None = None) -> dict[str, torch.Tensor]:
+        n, local, seq = len(rows), size or self.local_batch_size, self.metadata.seq_len
         inputs = np.full((local, seq), self.metadata.pad_id, dtype=np.int32)
         labels = np.full((local, seq), IGNORE_INDEX, dtype=np.int64)
         ids = np.full(local, self.metadata.blank_identifier_id, dtype=np.int32)
