@@ -3,11 +3,13 @@ metrics and learning curves in the repo.
 
     python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain              # latest checkpoint
     python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain --step 4000
+    python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain --measure-only   # re-measure the shipped trunk only
 
 Writes trm_core/trunks/cpu_c12_h64/{model.pt,config.yaml,README.md} (`trm_core.checkpoint.export_trunk`, the code
 behind `trm export`), bench/results/cpu_pretrain/{metrics.jsonl.gz,learning_curves.png,summary.json}, and prints
 the summary the model card quotes: steps, examples seen, hours of training (the sum of the logged intervals, so
-pauses between resumed sessions do not count) and the last evaluation on the pool's held-back test inputs.
+pauses between resumed sessions do not count), the last evaluation on the pool's held-back test inputs, and the
+unadapted trunk's token accuracy on the held-out tasks' demonstrations next to copying the input and untrained.
 """
 
 from __future__ import annotations
@@ -38,16 +40,52 @@ def summarize(records: list[dict], step: int, batch: int) -> dict:
             "last_eval": {k: v for k, v in evals[-1].items() if k.startswith("ARC/") or k == "step"} if evals else {}}
 
 
+def heldout_token_accuracy(trunk: Path) -> dict:
+    """Token accuracy on the demonstrations of every eligible held-out task (data/heldout/arc1_eval_all.json) of
+    the unadapted trunk (mean puzzle embedding), of copying the input, and of the same model untrained."""
+    import numpy as np
+    import torch
+
+    from trm_core.checkpoint import load_checkpoint
+    from trm_core.data.arc import load_task_file
+    from trm_core.data.augment import grid_to_tokens
+    from trm_core.model import build_model, predict
+
+    challenges, _, _ = load_task_file(REPO / "data" / "heldout" / "arc1_eval_all.json")
+    model = load_checkpoint(trunk, num_puzzle_identifiers=1)
+    canvas = int(model.config.seq_len ** 0.5)
+    pairs = [(p["input"], p["output"]) for task in challenges.values() for p in task["train"]]
+    inputs, labels = (torch.tensor(np.stack([grid_to_tokens(np.array(g, dtype=np.uint8), canvas) for g in grids]))
+                      for grids in zip(*pairs))
+    ids = torch.zeros(len(inputs), dtype=torch.int32)
+    mask = labels != 0
+
+    def acc(preds: torch.Tensor) -> float:
+        return round((((preds == labels) & mask).sum() / mask.sum()).item(), 4)
+
+    torch.manual_seed(0)
+    return {"trunk": acc(predict(model, inputs, ids)["preds"]), "copy_input": acc(inputs),
+            "untrained": acc(predict(build_model(model.config), inputs, ids)["preds"])}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    p.add_argument("--measure-only", action="store_true",
+                   help="export nothing: measure the shipped trunk and add the figures to summary.json")
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
     import yaml
 
     from trm_core.checkpoint import export_trunk
 
+    if args.measure_only:
+        path = RESULTS / "summary.json"
+        summary = dict(json.loads(path.read_text()), heldout_demo_token_accuracy=heldout_token_accuracy(TRUNK))
+        path.write_text(json.dumps(summary, indent=1) + "\n")
+        print(json.dumps(summary["heldout_demo_token_accuracy"]))
+        return 0
     ckpts = sorted((args.run_dir / "checkpoints").glob("step_*"), key=lambda d: int(d.name.split("_")[1]))
     if args.step is not None:
         ckpts = [c for c in ckpts if c.name == f"step_{args.step}"]
@@ -66,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if (args.run_dir / "learning_curves.png").is_file():
         shutil.copy(args.run_dir / "learning_curves.png", RESULTS / "learning_curves.png")
     batch = yaml.safe_load((args.run_dir / "config.yaml").read_text())["global_batch_size"]
-    summary = dict(summarize(records, step, batch), checkpoint=str(ckpt.relative_to(args.run_dir)))
+    summary = dict(summarize(records, step, batch), checkpoint=str(ckpt.relative_to(args.run_dir)),
+                   heldout_demo_token_accuracy=heldout_token_accuracy(TRUNK))
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
     return 0
