@@ -2,6 +2,10 @@
 
     python bench/bench_heldout.py                                    # all eligible held-out tasks, 45 min a column
     python bench/bench_heldout.py --tasks data/heldout/arc1_eval_v1.json --budget-minutes 10   # = trm proof
+    # the columns on both cores at once (one thread each), then one table from both files:
+    python bench/bench_heldout.py --no-scratch --threads 1 --json bench/results/heldout_trunk.json &
+    python bench/bench_heldout.py --weights scratch --threads 1 --json bench/results/heldout_scratch.json \
+        --output-dir runs/bench_heldout_scratch
 
 The tasks (data/heldout/arc1_eval_all.json) are every ARC-AGI-1 evaluation task whose grids are all <= 10x10 with
 one test input: no step of the trunk's pretraining saw any of them (trm select-tasks' exclusion rule), and the
@@ -30,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default=str(SHIPPED_TRUNK))
     p.add_argument("--budget-minutes", type=float, default=45.0, help="per trained column")
     p.add_argument("--output-dir", default=str(REPO / "runs" / "bench_heldout"))
+    p.add_argument("--no-scratch", action="store_true", help="with a trunk: skip the from-scratch column")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as trm proof --set")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="output path (default bench/results/heldout.json)")
     args = p.parse_args(argv)
@@ -40,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = record(argv)
     challenges, solutions, _ = load_task_file(args.tasks)
     result = run_proof(challenges, solutions, args.output_dir, budget_minutes=args.budget_minutes,
-                       weights=args.weights, progress=False)
+                       settings=args.set, weights=args.weights, compare_scratch=not args.no_scratch, progress=False)
     print(format_result(result) + "\n")
     columns = {c["method"]: c for c in result["columns"]}
     rows = []

@@ -4,12 +4,15 @@ metrics and learning curves in the repo.
     python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain              # latest checkpoint
     python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain --step 4000
     python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain --measure-only   # re-measure the shipped trunk only
+    python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain_s2 --previous runs/cpu_pretrain:6500   # two stages
 
 Writes trm_core/trunks/cpu_c12_h64/{model.pt,config.yaml,README.md} (`trm_core.checkpoint.export_trunk`, the code
 behind `trm export`), bench/results/cpu_pretrain/{metrics.jsonl.gz,learning_curves.png,summary.json}, and prints
 the summary the model card quotes: steps, examples seen, hours of training (the sum of the logged intervals, so
 pauses between resumed sessions do not count), the last evaluation on the pool's held-back test inputs, and the
 unadapted trunk's token accuracy on the held-out tasks' demonstrations next to copying the input and untrained.
+With `--previous RUN:STEP` (the run and checkpoint a `load_checkpoint=` stage started from) that stage's metrics are
+kept too (each record tagged with its stage) and the summary adds both stages up.
 """
 
 from __future__ import annotations
@@ -72,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    p.add_argument("--previous", default=None, metavar="RUN:STEP",
+                   help="the earlier stage this run started from (load_checkpoint=RUN/checkpoints/step_STEP)")
+    p.add_argument("--trunk-dir", type=Path, default=TRUNK, help=argparse.SUPPRESS)  # tests write elsewhere
+    p.add_argument("--results-dir", type=Path, default=RESULTS, help=argparse.SUPPRESS)
+    p.add_argument("--skip-heldout", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--measure-only", action="store_true",
                    help="export nothing: measure the shipped trunk and add the figures to summary.json")
     args = p.parse_args(argv)
@@ -80,12 +88,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from trm_core.checkpoint import export_trunk
 
+    trunk_dir, results = args.trunk_dir, args.results_dir
     if args.measure_only:
-        path = RESULTS / "summary.json"
-        summary = dict(json.loads(path.read_text()), heldout_demo_token_accuracy=heldout_token_accuracy(TRUNK))
+        path = results / "summary.json"
+        summary = dict(json.loads(path.read_text()), heldout_demo_token_accuracy=heldout_token_accuracy(trunk_dir))
         path.write_text(json.dumps(summary, indent=1) + "\n")
         print(json.dumps(summary["heldout_demo_token_accuracy"]))
         return 0
+    if args.previous:  # checked before anything is written
+        prev, _, prev_step = args.previous.rpartition(":")
+        if not prev or not prev_step.isdigit() or not (Path(prev) / "metrics.jsonl").is_file():
+            print(f"--previous: expected RUN:STEP with RUN/metrics.jsonl, got {args.previous!r}", file=sys.stderr)
+            return 2
+        previous, previous_step = Path(prev), int(prev_step)
     ckpts = sorted((args.run_dir / "checkpoints").glob("step_*"), key=lambda d: int(d.name.split("_")[1]))
     if args.step is not None:
         ckpts = [c for c in ckpts if c.name == f"step_{args.step}"]
@@ -95,18 +110,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ckpt = ckpts[-1]
     step = int(ckpt.name.split("_")[1])
-    export_trunk(ckpt, TRUNK)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    lines = (args.run_dir / "metrics.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines if line.strip()]
-    with gzip.open(RESULTS / "metrics.jsonl.gz", "wt") as f:
-        f.write("\n".join(json.dumps(r) for r in records if r["step"] <= step) + "\n")
-    if (args.run_dir / "learning_curves.png").is_file():
-        shutil.copy(args.run_dir / "learning_curves.png", RESULTS / "learning_curves.png")
-    batch = yaml.safe_load((args.run_dir / "config.yaml").read_text())["global_batch_size"]
-    summary = dict(summarize(records, step, batch), checkpoint=str(ckpt.relative_to(args.run_dir)),
-                   heldout_demo_token_accuracy=heldout_token_accuracy(TRUNK))
-    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    export_trunk(ckpt, trunk_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    stages = [(previous, previous_step), (args.run_dir, step)] if args.previous else [(args.run_dir, step)]
+    kept, parts = [], []
+    for n, (run, last) in enumerate(stages, 1):
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        records = [r for r in records if r["step"] <= last]
+        tag = {"stage": n} if len(stages) > 1 else {}
+        kept += [dict(r, **tag) for r in records]
+        batch = yaml.safe_load((run / "config.yaml").read_text())["global_batch_size"]
+        parts.append(dict(summarize(records, last, batch), run=run.name))
+        name = "learning_curves.png" if n == len(stages) else f"learning_curves_stage{n}.png"
+        if (run / "learning_curves.png").is_file():
+            shutil.copy(run / "learning_curves.png", results / name)
+    with gzip.open(results / "metrics.jsonl.gz", "wt") as f:
+        f.write("\n".join(json.dumps(r) for r in kept) + "\n")
+    summary = dict(parts[-1], checkpoint=str(ckpt.relative_to(args.run_dir)))
+    if len(parts) > 1:
+        summary.update(stages=parts, total_steps=sum(p["step"] for p in parts),
+                       total_examples=sum(p["examples"] for p in parts),
+                       total_train_hours=round(sum(p["train_hours"] for p in parts), 2))
+    if not args.skip_heldout:
+        summary["heldout_demo_token_accuracy"] = heldout_token_accuracy(trunk_dir)
+    (results / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -3,6 +3,9 @@ about ARC tasks it never saw."""
 
 from __future__ import annotations
 
+import gzip
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -53,3 +56,46 @@ def test_unadapted_the_trunk_predicts_held_out_outputs_better_than_copying_the_i
     torch.manual_seed(0)
     untrained = token_accuracy(predict(build_model(trunk.config), inputs, ids)["preds"], labels)
     assert trained > copying + 0.02 and untrained < 0.3
+
+
+def _fake_run(folder, steps, batch, t0):
+    """A run folder as `trm train` leaves it: config.yaml, metrics.jsonl (a line every 10 steps, 1 s apart), and
+    one checkpoint of a tiny model at the last step."""
+    from conftest import tiny_arch
+
+    from trm_core.checkpoint import save_checkpoint
+
+    (folder / "checkpoints" / f"step_{steps}").mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"global_batch_size: {batch}\n")
+    lines = [{"step": s, "time": t0 + s / 10, "train/lm_loss": 1.0, "train/accuracy": 0.5,
+              "train/exact_accuracy": 0.0} for s in range(10, steps + 1, 10)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    save_checkpoint(folder / "checkpoints" / f"step_{steps}" / "model.pt", build_model(tiny_arch()))
+
+
+def test_a_two_stage_snapshot_adds_up_both_stages(tmp_path):
+    # Stage 2 started from stage 1's step 300 (load_checkpoint=): the shipped summary counts the steps, examples
+    # and hours of both, and the metrics of both stay in the repo, each tagged with its stage.
+    import snapshot_cpu_trunk  # scripts/, on sys.path via conftest
+
+    _fake_run(tmp_path / "s1", 300, 64, 1000.0)
+    _fake_run(tmp_path / "s2", 200, 32, 5000.0)
+    out, results = tmp_path / "trunk", tmp_path / "results"
+    assert snapshot_cpu_trunk.main([str(tmp_path / "s2"), "--previous", f"{tmp_path / 's1'}:300", "--trunk-dir",
+                                    str(out), "--results-dir", str(results), "--skip-heldout"]) == 0
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["total_steps"] == 500 and summary["total_examples"] == 300 * 64 + 200 * 32
+    assert [s["run"] for s in summary["stages"]] == ["s1", "s2"] and summary["checkpoint"] == "checkpoints/step_200"
+    with gzip.open(results / "metrics.jsonl.gz", "rt") as f:
+        stages = [json.loads(line)["stage"] for line in f]
+    assert stages.count(1) == 30 and stages.count(2) == 20
+    assert read_checkpoint(out / "model.pt").kind == "trunk"
+
+
+def test_a_snapshot_names_a_malformed_previous_stage(tmp_path, capsys):
+    import snapshot_cpu_trunk
+
+    _fake_run(tmp_path / "s2", 20, 8, 0.0)
+    assert snapshot_cpu_trunk.main([str(tmp_path / "s2"), "--previous", "runs/cpu_pretrain", "--trunk-dir",
+                                    str(tmp_path / "t"), "--results-dir", str(tmp_path / "r"), "--skip-heldout"]) == 2
+    assert "RUN:STEP" in capsys.readouterr().err
