@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 import _common  # noqa: F401  (puts the repo on sys.path)
-from _common import REPO, finish, record
+from _common import REPO, finish, markdown_table, record
 
 from trm_core.data.arc import load_task_file
 from trm_core.proof import SHIPPED_TRUNK, format_result, run_proof
@@ -41,8 +41,6 @@ COLUMNS = ["method", "pass@2", "tasks_solved", "tasks", "untuned_solved", "untun
 def merge(paths: list[str], json_path: str | None) -> int:
     """One table from several runs' JSON (e.g. the trunk's and the scratch column's, run side by side); a row
     that several files hold (the baselines) is kept once."""
-    from _common import markdown_table
-
     results = [json.loads(Path(p).read_text()) for p in paths]
     rows, seen = [], set()
     for r in results:
