@@ -40,7 +40,7 @@ COLUMNS = ["method", "pass@2", "tasks_solved", "tasks", "untuned_solved", "untun
 
 def merge(paths: list[str], json_path: str | None) -> int:
     """One table from several runs' JSON (e.g. the trunk's and the scratch column's, run side by side); a row
-    that several files hold (the baselines) is kept once."""
+    that several files hold (the baselines) is kept once, after the trained columns."""
     results = [json.loads(Path(p).read_text()) for p in paths]
     rows, seen = [], set()
     for r in results:
@@ -48,6 +48,7 @@ def merge(paths: list[str], json_path: str | None) -> int:
             if row["method"] not in seen:
                 seen.add(row["method"])
                 rows.append(row)
+    rows.sort(key=lambda row: row.get("steps") is None)  # stable: the baselines (no steps) last
     merged = dict(results[0], rows=rows, merged_from=[str(p) for p in paths],
                   records=[r["record"] for r in results])
     print(markdown_table(rows, COLUMNS))
