@@ -134,6 +134,19 @@ def _dihedral_versions(base_keys: np.ndarray, seen: set, tids: list, perms: list
             perms.append(identity)
 
 
+def _keep_new(keys: np.ndarray, t: np.ndarray, p: np.ndarray, seen: set, tids: list, perms: list,
+              num_aug: int) -> None:
+    """Keep the trials (transform t[i], permutation p[i]) whose key is new, in order, until 1 + num_aug are kept."""
+    for i in range(len(keys)):
+        if len(tids) > num_aug:
+            return
+        key = keys[i].tobytes()
+        if key not in seen:
+            seen.add(key)
+            tids.append(int(t[i]))
+            perms.append(p[i])
+
+
 def plan_augmentations(grids: Sequence[np.ndarray], num_aug: int, rng: np.random.Generator,
                        colour_permutation: bool = True,
                        dihedral_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -165,15 +178,7 @@ def plan_augmentations(grids: Sequence[np.ndarray], num_aug: int, rng: np.random
         t = rng.integers(0, 8, size=n)
         p = np.concatenate([np.zeros((n, 1), np.uint8),
                             1 + rng.permuted(np.tile(np.arange(9, dtype=np.uint8), (n, 1)), axis=1)], axis=1)
-        keys = _lookup_rows(_lookups(p), base_keys, t)  # (n, L)
-        for i in range(n):
-            key = keys[i].tobytes()
-            if key not in seen:
-                seen.add(key)
-                tids.append(int(t[i]))
-                perms.append(p[i])
-                if len(tids) > num_aug:
-                    break
+        _keep_new(_lookup_rows(_lookups(p), base_keys, t), t, p, seen, tids, perms, num_aug)
         trials += n
     return np.array(tids, dtype=np.uint8), np.stack(perms).astype(np.uint8)
 
@@ -254,12 +259,7 @@ def plan_augmentations_upstream(pairs: Sequence[tuple[np.ndarray, np.ndarray]], 
         keys = _lookup_rows(_lookups(p), base_keys, t)  # (n, L)
         if canonical is not None:
             keys = canonical(keys)
-        for i in range(n):
-            key = keys[i].tobytes()
-            if key not in seen:
-                seen.add(key)
-                tids.append(int(t[i]))
-                perms.append(p[i])
+        _keep_new(keys, t, p, seen, tids, perms, num_aug)  # n <= what is still needed: every trial is judged
         trials += n
     return np.array(tids, dtype=np.uint8), np.stack(perms).astype(np.uint8)
 
