@@ -16,7 +16,8 @@ flips: one row per method, the tasks each solved, and the time each column took.
 Some of these tasks were used to choose settings (the tuning lists `data/heldout/arc1_eval_tune*.json`); the
 columns `untuned_solved` / `untuned` count only the others, the figure that is held out in every sense.
 
-JSON rows (bench/results/heldout.json): method, pass@2, tasks_solved, tasks, untuned_solved, untuned, steps,
+JSON rows (bench/results/heldout.json): method, pass@2, tasks_solved, cell_acc (the better attempt's fraction of
+right cells, 0 for a wrong shape, averaged over test outputs), tasks, untuned_solved, untuned, steps,
 train_s, eval_s, total_s, solved (task ids).
 """
 
@@ -34,7 +35,7 @@ from trm_core.data.arc import load_task_file
 from trm_core.proof import SHIPPED_TRUNK, format_result, run_proof
 
 
-COLUMNS = ["method", "pass@2", "tasks_solved", "tasks", "untuned_solved", "untuned", "steps", "train_s", "eval_s",
+COLUMNS = ["method", "pass@2", "tasks_solved", "cell_acc", "tasks", "untuned_solved", "untuned", "steps", "train_s", "eval_s",
            "total_s"]
 
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         col = columns.get(r["method"], {})
         sec = col.get("seconds", {})
         rows.append({"method": r["method"], "pass@2": round(r["pass@2"], 4), "tasks_solved": r["tasks solved"],
-                     "tasks": r["tasks"],
+                     "cell_acc": round(r["cell accuracy"], 4), "tasks": r["tasks"],
                      "untuned_solved": None if col.get("solved") is None else len(set(col["solved"]) - tuned),
                      "untuned": len(untuned), "steps": col.get("steps"), "train_s": sec.get("train"),
                      "eval_s": sec.get("eval"), "total_s": sec.get("total"), "solved": col.get("solved")})

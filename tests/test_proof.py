@@ -44,7 +44,8 @@ def test_identity_baseline_solves_exactly_the_identity_task():
     challenges = {"same": _task([([[1, 2]], [[1, 2]])], [[3, 4]]),
                   "flip": _task([([[1, 2]], [[2, 1]])], [[3, 4]])}
     solutions = {"same": [[[3, 4]]], "flip": [[[4, 3]]]}
-    assert proof.score(proof.baseline_identity(challenges), solutions) == (0.5, 1)
+    scores = proof.score(proof.baseline_identity(challenges), solutions)
+    assert (scores["pass@2"], scores["tasks solved"], scores["solved"]) == (0.5, 1, ["same"])
 
 
 def test_most_common_output_baseline_takes_the_majority_then_the_first_seen():
@@ -53,7 +54,20 @@ def test_most_common_output_baseline_takes_the_majority_then_the_first_seen():
     sub = proof.baseline_most_common_output(challenges)
     assert sub["const"][0] == {"attempt_1": [[7]], "attempt_2": [[7]]}
     assert sub["tie"][0]["attempt_1"] == [[8]]
-    assert proof.score(sub, {"const": [[[7]]], "tie": [[[9]]]}) == (0.5, 1)
+    assert proof.score(sub, {"const": [[[7]]], "tie": [[[9]]]})["solved"] == ["const"]
+
+
+def test_cell_accuracy_is_the_better_attempts_share_of_right_cells_and_zero_for_a_wrong_shape():
+    from trm_core.submission import cell_accuracy
+
+    solutions = {"a": [[[1, 2], [3, 4]], [[5]]], "b": [[[1, 1, 1]]]}
+    sub = {"a": [{"attempt_1": [[1, 2], [3, 0]], "attempt_2": [[0, 0], [0, 4]]},  # 3/4 beats 1/4
+                 {"attempt_1": [[5, 5]], "attempt_2": [[5]]}],  # wrong shape first, exact second
+           "b": [{"attempt_1": [[1], [1], [1]], "attempt_2": [[1, 1], [1]]}]}  # transposed, ragged: 0
+    mean, per_task = cell_accuracy(sub, solutions)
+    assert per_task == {"a": [0.75, 1.0], "b": [0.0]}
+    assert mean == pytest.approx(1.75 / 3)
+    assert cell_accuracy({}, solutions)[1] == {"a": [0.0, 0.0], "b": [0.0]}  # missing tasks count 0
 
 
 def test_inline_test_outputs_are_used_when_there_is_no_solutions_file(tmp_path):
@@ -172,4 +186,5 @@ def test_with_a_trunk_the_proof_scores_it_unadapted_adapted_and_against_scratch(
 
     assert hidden(adapted) == 64 and hidden(scratch) == 16
     assert [r["method"] for r in result["rows"]][3:] == ["test input unchanged", "most common training output"]
-    assert all(0.0 <= r["pass@2"] <= 1.0 for r in result["rows"])
+    assert all(0.0 <= r["pass@2"] <= r["cell accuracy"] <= 1.0 for r in result["rows"])
+    assert "| cell accuracy |" in proof.format_result(result)

@@ -66,12 +66,16 @@ def baseline_most_common_output(challenges: dict) -> dict:
     return sub
 
 
-def score(submission: dict, solutions: dict) -> tuple[float, int]:
-    """(pass@2 over test outputs, tasks with every test output right)."""
-    from trm_core.submission import score_submission
+def score(submission: Any, solutions: dict) -> dict:
+    """One table row's scores: pass@2 over the test outputs, the tasks with every test output right (and their ids),
+    and the mean cell accuracy of the better attempt (0 for a wrong shape): a continuous figure for comparing
+    settings when exact solves are a few coin flips."""
+    from trm_core.submission import cell_accuracy, score_submission
 
     value, per_task = score_submission(submission, solutions)
-    return value, sum(all(r) for r in per_task.values())
+    cells = cell_accuracy(submission, solutions)[0]
+    solved = [t for t, r in per_task.items() if all(r)]
+    return {"pass@2": value, "tasks solved": len(solved), "cell accuracy": cells, "solved": solved}
 
 
 def max_grid_side(challenges: dict) -> int:
@@ -180,7 +184,6 @@ def run_proof(challenges: dict, solutions: dict, out_dir: str | Path, *, budget_
     """
     from trm_core.config import load_preset
     from trm_core.kaggle import SCRATCH
-    from trm_core.submission import score_submission
 
     items = _items(settings) if isinstance(settings, Mapping) else list(settings)
     run, own = apply_settings(load_preset("proof"), PROOF_SETTINGS, items)
@@ -212,14 +215,15 @@ def run_proof(challenges: dict, solutions: dict, out_dir: str | Path, *, budget_
     n_tasks = len(challenges)
     rows = []
     for col in results:
-        value, per_task = score_submission(col["submission"], solutions)
-        col["solved"] = [t for t, r in per_task.items() if all(r)]
-        rows.append({"method": col["method"], "pass@2": value, "tasks solved": len(col["solved"]), "tasks": n_tasks})
+        scores = score(col["submission"], solutions)
+        col["solved"] = scores.pop("solved")
+        rows.append({"method": col["method"], **scores, "tasks": n_tasks})
     baselines = {"test input unchanged": baseline_identity(challenges),
                  "most common training output": baseline_most_common_output(challenges)}
     for name, sub in baselines.items():
-        b_value, n_solved = score(sub, solutions)
-        rows.append({"method": name, "pass@2": b_value, "tasks solved": n_solved, "tasks": n_tasks})
+        scores = score(sub, solutions)
+        del scores["solved"]
+        rows.append({"method": name, **scores, "tasks": n_tasks})
     return {"rows": rows, "columns": results, "canvas": canvas, "settings": {"run": run, **own},
             "weights": str(weights), "budget_minutes": minutes, "tasks": list(challenges),
             "seconds_total": round(time.monotonic() - t0, 1),
@@ -245,10 +249,12 @@ def _loadavg() -> list[float]:
 
 
 def format_result(result: dict) -> str:
-    lines = ["| method | pass@2 | tasks solved |", "| --- | --- | --- |"]
-    lines += [f"| {r['method']} | {r['pass@2']:.2f} | {r['tasks solved']} / {r['tasks']} |" for r in result["rows"]]
+    lines = ["| method | pass@2 | tasks solved | cell accuracy |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['method']} | {r['pass@2']:.2f} | {r['tasks solved']} / {r['tasks']} | {r['cell accuracy']:.3f} |"
+              for r in result["rows"]]
     lines.append(f"\nweights {result['weights']}, canvas {result['canvas']}x{result['canvas']}, "
-                 f"{len(result['tasks'])} tasks")
+                 f"{len(result['tasks'])} tasks; cell accuracy: the better attempt's fraction of right cells, "
+                 f"0 for a wrong shape, averaged over test outputs")
     for col in result["columns"]:
         sec = col["seconds"]
         lines.append(f"{col['method']}: solved {', '.join(col['solved']) or 'none'}; {col['steps']} optimizer steps "

@@ -5,7 +5,7 @@
 
 `make_submission` (always complete: a test input with no usable prediction gets a fallback), `write_submission`
 (atomic), `validate_submission` (every problem, one line each), `score_submission` / `kaggle_score` (Kaggle's
-score: pass@2 over all test outputs). The candidates come from `trm_core.voting`.
+score: pass@2 over all test outputs), `cell_accuracy` (how close the better attempt came, for tuning). The candidates come from `trm_core.voting`.
 """
 
 from __future__ import annotations
@@ -212,6 +212,35 @@ def score_submission(submission: Any, solutions: Any) -> tuple[float, dict[str, 
         per_task[task_id] = results
     total = sum(len(r) for r in per_task.values())
     return (sum(sum(r) for r in per_task.values()) / total if total else 0.0), per_task
+
+
+def cell_accuracy(submission: Any, solutions: Any) -> tuple[float, dict[str, list[float]]]:
+    """How close the attempts came, for tuning where exact solves are too rare to rank settings: per test output,
+    the fraction of cells the better attempt gets right, 0 when neither attempt has the output's shape (a missing
+    or malformed entry counts 0). Returns the mean over all test outputs of `solutions` and, per task, one
+    fraction per test output. 1.0 for an output is exactly `score_submission`'s success."""
+    solutions = read_solutions(solutions)
+    submission = read_submission(submission)
+    per_task: dict[str, list[float]] = {}
+    for task_id, outputs in solutions.items():
+        entries = submission.get(task_id)
+        fractions = []
+        for i, truth in enumerate(outputs):
+            truth = np.asarray(truth)
+            entry = entries[i] if isinstance(entries, list) and i < len(entries) else None
+            best = 0.0
+            for k in ("attempt_1", "attempt_2"):
+                attempt = entry.get(k) if isinstance(entry, dict) else None
+                try:
+                    grid = np.asarray(attempt)
+                except (TypeError, ValueError):  # ragged rows
+                    continue
+                if attempt is not None and grid.shape == truth.shape and truth.size:
+                    best = max(best, float((grid == truth).mean()))
+            fractions.append(best)
+        per_task[task_id] = fractions
+    total = sum(len(f) for f in per_task.values())
+    return (sum(sum(f) for f in per_task.values()) / total if total else 0.0), per_task
 
 
 def kaggle_score(submission: Any, solutions: Any) -> float:
