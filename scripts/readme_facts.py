@@ -60,6 +60,13 @@ def render(tests: int, help_s: float, suite: str) -> str:
             f"GPU. `trm --help` starts in {help_s:.2f} s (it imports no torch).")
 
 
+def recorded_suite(facts: str) -> str:
+    """The recorded suite time of a facts block, kept when the suite is not rerun: everything up to the fixed
+    text after it (pytest's summary holds parentheses of its own, e.g. "(0:04:51)", then the date)."""
+    old = re.search(r"(; the whole run took .*?)(?=; GPU-only tests)", facts, re.S)
+    return old.group(1) if old else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", action="store_true", help="run the whole suite and record its time")
@@ -76,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"README.md: the test count is stale ({tests} collected): run scripts/readme_facts.py",
                   file=sys.stderr)
         return int(stale)
-    old_suite = re.search(r"(; the whole run took [^;]*?\))", block.group(2))
-    suite = old_suite.group(1) if old_suite else ""
+    suite = recorded_suite(block.group(2))
     if args.suite:
         minutes, summary = time_suite()
         suite = (f"; the whole run took {minutes:.1f} minutes on {os.cpu_count()} CPU cores "

@@ -130,6 +130,15 @@ def test_the_cli_starts_without_torch_and_python_m_trm_core_is_trm():
     assert trm_core.load_checkpoint.__module__ == "trm_core.checkpoint"  # the lazy names still resolve
 
 
+def test_the_readme_facts_keep_the_recorded_suite_time_whole_with_its_date():
+    import readme_facts
+
+    suite = "; the whole run took 4.9 minutes on 2 CPU cores (825 passed, 5 skipped in 291.10s (0:04:51), 2026-11-29)"
+    facts = readme_facts.render(833, 0.04, suite)
+    assert readme_facts.recorded_suite(facts) == suite
+    assert readme_facts.recorded_suite(readme_facts.render(833, 0.04, "")) == ""
+
+
 def test_the_readme_facts_are_the_measured_ones():
     import readme_facts  # scripts/, on sys.path via conftest
 
