@@ -188,3 +188,42 @@ def test_with_a_trunk_the_proof_scores_it_unadapted_adapted_and_against_scratch(
     assert [r["method"] for r in result["rows"]][3:] == ["test input unchanged", "most common training output"]
     assert all(0.0 <= r["pass@2"] <= r["cell accuracy"] <= 1.0 for r in result["rows"])
     assert "| cell accuracy |" in proof.format_result(result)
+
+
+def _bench_heldout():
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        return importlib.import_module("bench_heldout")
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+
+
+def test_the_sign_test_is_the_chance_of_that_many_wins_from_fair_coins():
+    bench = _bench_heldout()
+    assert bench.sign_test(5, 0) == pytest.approx(1 / 32)
+    assert bench.sign_test(1, 1) == pytest.approx(3 / 4)
+    assert bench.sign_test(0, 0) == 1.0
+
+
+def test_paired_comparison_counts_tasks_where_a_column_is_closer_to_the_truth(tmp_path):
+    bench = _bench_heldout()
+    solutions = {"x": [[[1, 2], [3, 4]]], "y": [[[5]]], "z": [[[6, 6]]]}
+    attempts = {"a": {"x": [[1, 2], [3, 0]], "y": [[5]], "z": [[6, 0]]},  # 0.75, 1, 0.5
+                "b": {"x": [[0, 0], [3, 0]], "y": [[5]], "z": [[6, 6]]}}  # 0.25, 1, 1
+    pairs = []
+    for run in ("r1", "r2"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "solutions.json").write_text(json.dumps(solutions))
+        for col, grids in attempts.items():
+            (tmp_path / run / col).mkdir()
+            sub = {t: [{"attempt_1": g, "attempt_2": g}] for t, g in grids.items()}
+            (tmp_path / run / col / "submission.json").write_text(json.dumps(sub))
+        pairs.append([str(tmp_path / run / "a"), str(tmp_path / run / "b")])
+    out = tmp_path / "paired.json"
+    assert bench.paired(pairs, str(out), []) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["a_closer"], row["b_closer"], row["equal"]) == (1, 1, 1)
+    assert (row["a_solved"], row["b_solved"]) == (2, 4) and row["sign_test_p"] == pytest.approx(3 / 4)
