@@ -192,26 +192,45 @@ def _validate_content(submission: Any, challenges: dict, name: Any) -> list[str]
     return problems
 
 
+def _per_output(submission: Any, solutions: Any, value) -> tuple[float, dict[str, list]]:
+    """`value(truth, attempts)` for every test output of `solutions`, where attempts are the submission's
+    attempt_1 and attempt_2 for it (none for a missing or malformed entry): (the mean over all test outputs,
+    per task one value per test output). Both files go through the input boundary (`read_solutions`,
+    `read_submission`)."""
+    solutions = read_solutions(solutions)
+    submission = read_submission(submission)
+    per_task: dict[str, list] = {}
+    for task_id, outputs in solutions.items():
+        entries = submission.get(task_id)
+        values = []
+        for i, truth in enumerate(outputs):
+            entry = entries[i] if isinstance(entries, list) and i < len(entries) else None
+            attempts = [entry.get(k) for k in ("attempt_1", "attempt_2")] if isinstance(entry, dict) else []
+            values.append(value(np.asarray(truth), [a for a in attempts if a is not None]))
+        per_task[task_id] = values
+    total = sum(len(v) for v in per_task.values())
+    return (sum(sum(v) for v in per_task.values()) / total if total else 0.0), per_task
+
+
 def score_submission(submission: Any, solutions: Any) -> tuple[float, dict[str, list[bool]]]:
     """Kaggle's score: a test output counts 1 if attempt_1 or attempt_2 equals it exactly; the score is the
     number of such outputs over all test outputs of `solutions` (dict or path). Also returns, per task, one
     bool per test output. A missing or malformed entry counts as wrong. Files go through the input boundary:
     an unreadable submission, a malformed solutions file or a challenges file passed as solutions raise
     InputError."""
-    solutions = read_solutions(solutions)
-    submission = read_submission(submission)
-    per_task: dict[str, list[bool]] = {}
-    for task_id, outputs in solutions.items():
-        entries = submission.get(task_id)
-        results = []
-        for i, truth in enumerate(outputs):
-            truth = np.asarray(truth).tolist()
-            entry = entries[i] if isinstance(entries, list) and i < len(entries) else None
-            attempts = [entry.get(k) for k in ("attempt_1", "attempt_2")] if isinstance(entry, dict) else []
-            results.append(any(a is not None and a == truth for a in attempts))
-        per_task[task_id] = results
-    total = sum(len(r) for r in per_task.values())
-    return (sum(sum(r) for r in per_task.values()) / total if total else 0.0), per_task
+    return _per_output(submission, solutions, lambda truth, attempts: truth.tolist() in attempts)
+
+
+def _best_cell_fraction(truth: np.ndarray, attempts: list) -> float:
+    best = 0.0
+    for attempt in attempts:
+        try:
+            grid = np.asarray(attempt)
+        except (TypeError, ValueError):  # ragged rows
+            continue
+        if grid.shape == truth.shape and truth.size:
+            best = max(best, float((grid == truth).mean()))
+    return best
 
 
 def cell_accuracy(submission: Any, solutions: Any) -> tuple[float, dict[str, list[float]]]:
@@ -219,28 +238,7 @@ def cell_accuracy(submission: Any, solutions: Any) -> tuple[float, dict[str, lis
     the fraction of cells the better attempt gets right, 0 when neither attempt has the output's shape (a missing
     or malformed entry counts 0). Returns the mean over all test outputs of `solutions` and, per task, one
     fraction per test output. 1.0 for an output is exactly `score_submission`'s success."""
-    solutions = read_solutions(solutions)
-    submission = read_submission(submission)
-    per_task: dict[str, list[float]] = {}
-    for task_id, outputs in solutions.items():
-        entries = submission.get(task_id)
-        fractions = []
-        for i, truth in enumerate(outputs):
-            truth = np.asarray(truth)
-            entry = entries[i] if isinstance(entries, list) and i < len(entries) else None
-            best = 0.0
-            for k in ("attempt_1", "attempt_2"):
-                attempt = entry.get(k) if isinstance(entry, dict) else None
-                try:
-                    grid = np.asarray(attempt)
-                except (TypeError, ValueError):  # ragged rows
-                    continue
-                if attempt is not None and grid.shape == truth.shape and truth.size:
-                    best = max(best, float((grid == truth).mean()))
-            fractions.append(best)
-        per_task[task_id] = fractions
-    total = sum(len(f) for f in per_task.values())
-    return (sum(sum(f) for f in per_task.values()) / total if total else 0.0), per_task
+    return _per_output(submission, solutions, _best_cell_fraction)
 
 
 def kaggle_score(submission: Any, solutions: Any) -> float:
