@@ -5,7 +5,8 @@
 
 `make_submission` (always complete: a test input with no usable prediction gets a fallback), `write_submission`
 (atomic), `validate_submission` (every problem, one line each), `score_submission` / `kaggle_score` (Kaggle's
-score: pass@2 over all test outputs), `cell_accuracy` (how close the better attempt came, for tuning). The candidates come from `trm_core.voting`.
+score: pass@2 over all test outputs), `cell_accuracy` (how close the better attempt came, for tuning). The
+candidates come from `trm_core.voting`.
 """
 
 from __future__ import annotations
