@@ -219,6 +219,26 @@ def test_runner_end_to_end_on_cpu_writes_a_valid_submission_logs_every_phase_and
     assert result.run_dir.parent == tmp_path / "work" and (result.run_dir / "runs" / "adapt").is_dir()
 
 
+def test_inference_that_ends_at_the_deadline_keeps_the_submission_and_says_the_report_was_skipped(tmp_path,
+                                                                                                     monkeypatch):
+    from trm_core import kaggle
+
+    select = kaggle.KaggleRun._select
+
+    def at_the_deadline(self, *args, **kwargs):
+        out = select(self, *args, **kwargs)
+        self.hard_end = self.clock.elapsed()  # the hard deadline is now
+        return out
+
+    monkeypatch.setattr(kaggle.KaggleRun, "_select", at_the_deadline)
+    result = run_kaggle(tiny_run(tmp_path))
+    out = tmp_path / "working"
+    assert result.status == "ok" and result.eval_dir is None and not (out / "eval").exists()
+    assert json.loads((out / "submission.json").read_text())
+    (skipped,) = [e for e in events(out) if e["event"] == "report_skipped"]
+    assert "eval/" in skipped["reason"]
+
+
 def test_a_task_list_runs_as_a_challenges_file_and_is_scored_with_its_source_solutions(tmp_path):
     task_list = tmp_path / "two_tasks.json"
     task_list.write_text(json.dumps({

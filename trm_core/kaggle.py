@@ -413,8 +413,12 @@ class KaggleRun:
         self.result.inference.update(pooled=len(models), noise_samples=fit["noise_samples"])
         self.log.event("infer", "done", **self.result.inference)
         ranked, scored = self._select(built, acc, models[0][0], voted, fit["views"], timing)
-        if self.clock.left(self.hard_end) > 3 * self.write_s + 5:  # the report's files, when time allows
+        left, need = self.clock.left(self.hard_end), 3 * self.write_s + 5
+        if left > need:  # the report's files, when time allows
             self._write_report(built, ranked, scored)
+        else:  # said, so that a missing eval/ folder is not a mystery
+            self.log.event("infer", "report_skipped", reason=f"{left:.1f} s before the hard deadline, {need:.1f} s "
+                           "needed: submission.json is written, eval/ (predictions, per-task scores) is not")
 
     def heartbeat(self) -> str:  # during inference
         i = self.result.inference
