@@ -70,8 +70,9 @@ def score(submission: Any, solutions: dict) -> dict:
     """One table row's scores: pass@2 over the test outputs, the tasks with every test output right (and their ids),
     and the mean cell accuracy of the better attempt (0 for a wrong shape): a continuous figure for comparing
     settings when exact solves are a few coin flips."""
-    from trm_core.submission import cell_accuracy, score_submission
+    from trm_core.submission import cell_accuracy, read_submission, score_submission
 
+    submission = read_submission(submission)  # a column's is a file: read it once for both scores
     value, per_task = score_submission(submission, solutions)
     cells = cell_accuracy(submission, solutions)[0]
     solved = [t for t, r in per_task.items() if all(r)]
