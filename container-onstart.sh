@@ -17,7 +17,10 @@
 #   5. gpu       optional accelerators: flash-attn from a matching prebuilt wheel only (never compiled), the
 #                fused adam-atan2 built with --no-build-isolation when nvcc exists; a skipped one says why
 #   6. secrets   WANDB_API_KEY / HF_TOKEN are passed to training through the environment only
-#   7. data      trm build-data --subsets training2 evaluation2 concept --test-set-name evaluation2
+#   7. data      DATA_RECIPE=arc2concept: trm build-data --subsets training2 evaluation2 concept --test-set-name
+#                evaluation2 (upstream's ARC-AGI-2 run); DATA_RECIPE=compact: trm select-tasks (the shipped CPU
+#                trunk's held-out-free pool, every grid <= 12x12, no ARC-AGI-1/2 evaluation task) then trm build-data
+#                --canvas-size 12 (for cfg_compact_pretrain_gpu, the CPU trunk's recipe sized for GPUs)
 #   8. pretrain  (LAUNCH_PRETRAIN=1) nohup torchrun --nproc-per-node NUM_GPUS -m trm_core.train ..., log in
 #                LOG_DIR, resume= the run dir when it has a checkpoint, skipped while that run is still alive
 #   9. handover  exec BASE_START_SCRIPT if it exists (also after a failed step, so the pod stays reachable);
@@ -39,9 +42,12 @@
 #   TORCH_INDEX_URL [from the driver]  see torch_index below for the table
 #   INSTALL_FLASH_ATTN [1]             FLASH_ATTN_VERSION [2.8.3]; FLASH_ATTN_WHEEL = a wheel URL/path to use instead
 #   INSTALL_ADAM_ATAN2 [1]             fused CUDA AdamATan2 (trm_core has a pure-torch one; this is only faster)
-#   BUILD_DATA [1]                     NUM_AUG [1000]; DATA_DIR [$WORKSPACE/data/built/arc2concept-aug-$NUM_AUG]
-#   LAUNCH_PRETRAIN [0]                NUM_GPUS [every GPU nvidia-smi lists]; RUN_NAME [arc2concept-pretrain]
-#   TRAIN_CONFIG [cfg_pretrain]        TRAIN_OVERRIDES [arch.L_cycles=4] (space-separated key=value)
+#   BUILD_DATA [1]                     NUM_AUG [1000]; DATA_RECIPE [arc2concept] or compact
+#   DATA_DIR [$WORKSPACE/data/built/arc2concept-aug-$NUM_AUG; compact: .../compact-c12-aug-$NUM_AUG]
+#   LAUNCH_PRETRAIN [0]                NUM_GPUS [every GPU nvidia-smi lists]
+#   RUN_NAME [arc2concept-pretrain; compact: compact-pretrain]
+#   TRAIN_CONFIG [cfg_pretrain; compact: cfg_compact_pretrain_gpu]
+#   TRAIN_OVERRIDES [arch.L_cycles=4; compact: none] (space-separated key=value)
 #   LOG_DIR [$WORKSPACE/logs]          STATE_DIR [$WORKSPACE/.trm_onstart] (data marker, pid files)
 #   SYSTEM_STATE_DIR [/var/lib/trm_onstart]  BASE_START_SCRIPT [/start.sh]
 # Runs land in $WORKSPACE/runs/$RUN_NAME (output_dir=); a WANDB_API_KEY adds wandb=True to the overrides.
@@ -79,12 +85,22 @@ FLASH_ATTN_WHEEL=${FLASH_ATTN_WHEEL:-}
 INSTALL_ADAM_ATAN2=${INSTALL_ADAM_ATAN2:-1}
 BUILD_DATA=${BUILD_DATA:-1}
 NUM_AUG=${NUM_AUG:-1000}
-DATA_DIR=${DATA_DIR:-$WORKSPACE/data/built/arc2concept-aug-$NUM_AUG}
+DATA_RECIPE=${DATA_RECIPE:-arc2concept}
+case "$DATA_RECIPE" in
+    arc2concept)
+        DATA_DIR=${DATA_DIR:-$WORKSPACE/data/built/arc2concept-aug-$NUM_AUG}
+        RUN_NAME=${RUN_NAME:-arc2concept-pretrain}
+        TRAIN_CONFIG=${TRAIN_CONFIG:-cfg_pretrain}
+        TRAIN_OVERRIDES=${TRAIN_OVERRIDES-arch.L_cycles=4} ;;
+    compact)
+        DATA_DIR=${DATA_DIR:-$WORKSPACE/data/built/compact-c12-aug-$NUM_AUG}
+        RUN_NAME=${RUN_NAME:-compact-pretrain}
+        TRAIN_CONFIG=${TRAIN_CONFIG:-cfg_compact_pretrain_gpu}
+        TRAIN_OVERRIDES=${TRAIN_OVERRIDES-} ;;
+    *) echo "container-onstart.sh: DATA_RECIPE must be arc2concept or compact, got '$DATA_RECIPE'" >&2; exit 2 ;;
+esac
 LAUNCH_PRETRAIN=${LAUNCH_PRETRAIN:-0}
 NUM_GPUS=${NUM_GPUS:-}
-RUN_NAME=${RUN_NAME:-arc2concept-pretrain}
-TRAIN_CONFIG=${TRAIN_CONFIG:-cfg_pretrain}
-TRAIN_OVERRIDES=${TRAIN_OVERRIDES-arch.L_cycles=4}
 LOG_DIR=${LOG_DIR:-$WORKSPACE/logs}
 STATE_DIR=${STATE_DIR:-$WORKSPACE/.trm_onstart}
 SYSTEM_STATE_DIR=${SYSTEM_STATE_DIR:-/var/lib/trm_onstart}
@@ -348,14 +364,31 @@ step_secrets() {
 step_data() {
     step data "$DATA_DIR"
     if [ "$BUILD_DATA" != 1 ]; then say "skip: data (BUILD_DATA=$BUILD_DATA)"; return 0; fi
-    local args=(--input-file-prefix "$TRM_REPO_DIR/data/arc/arc-agi" --subsets training2 evaluation2 concept
-                --test-set-name evaluation2 --num-aug "$NUM_AUG")
+    local prefix=$TRM_REPO_DIR/data/arc/arc-agi args select=()
+    if [ "$DATA_RECIPE" = compact ]; then
+        # The held-out-free pool by rule (never a task of ARC-AGI-1 evaluation or ARC-AGI-2 evaluation2, by id or
+        # by content), written beside the dataset; then the compact canvas, without translation.
+        local pool=$DATA_DIR.pool
+        select=(--input-file-prefix "$prefix" --subsets training training2 concept
+                --exclude-subsets evaluation evaluation2 --max-side 12 --output "$pool")
+        args=(--challenges "${pool}_challenges.json" --solutions "${pool}_solutions.json" --canvas-size 12
+              --num-aug "$NUM_AUG" --no-enable-train-translation)
+    else
+        args=(--input-file-prefix "$prefix" --subsets training2 evaluation2 concept
+              --test-set-name evaluation2 --num-aug "$NUM_AUG")
+    fi
     local marker=$STATE_DIR/data.done key
-    key=$(printf '%s ' "$DATA_DIR" "${args[@]}" | sha256)
+    key=$(printf '%s ' "$DATA_DIR" "${select[@]}" "${args[@]}" | sha256)
     if marker_ok "$marker" "$key" && [ -d "$DATA_DIR" ]; then skip_done data "$marker"; return 0; fi
     # Built beside the target and moved into place, so an interrupted build never looks finished.
     local partial=$DATA_DIR.partial log=$LOG_DIR/build-data-$LOG_STAMP.log
     run rm -rf "$partial"
+    local select_log=$LOG_DIR/select-tasks-$LOG_STAMP.log
+    if [ ${#select[@]} -gt 0 ] && ! run_logged "$select_log" trm select-tasks "${select[@]}"; then
+        tail -n 20 "$select_log" >&2
+        say "error: trm select-tasks failed; full log: $select_log" >&2
+        return 1
+    fi
     if ! run_logged "$log" trm build-data "${args[@]}" --output-dir "$partial"; then
         tail -n 20 "$log" >&2
         say "error: trm build-data failed; full log: $log" >&2

@@ -157,9 +157,9 @@ class FakeRoot:
                 out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
         return out
 
-    def wait_for_trainer(self) -> None:
+    def wait_for_trainer(self, run_name: str = "arc2concept-pretrain") -> None:
         """Let the background torchrun shim finish (it exits at once unless told to sleep)."""
-        pidfile = self.workspace / ".trm_onstart" / "pretrain-arc2concept-pretrain.pid"
+        pidfile = self.workspace / ".trm_onstart" / f"pretrain-{run_name}.pid"
         if not pidfile.exists():
             return
         pid = int(pidfile.read_text().split()[0])
@@ -228,6 +228,31 @@ def test_first_run_does_every_step_in_order_and_hands_over(fake: FakeRoot):
     assert (fake.workspace / "data/built/arc2concept-aug-1000/train/dataset.json").is_file()
     logs = list((fake.workspace / "logs").glob("arc2concept-pretrain-*.log"))
     assert len(logs) == 1
+
+
+def test_compact_recipe_selects_the_held_out_free_pool_and_trains_the_cpu_trunks_architecture(fake: FakeRoot):
+    proc = fake.run(DATA_RECIPE="compact", NUM_AUG="500")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fake.wait_for_trainer("compact-pretrain")
+    calls = fake.calls()
+    pool = f"{fake.workspace}/data/built/compact-c12-aug-500.pool"
+    select = calls[index_of(calls, "trm select-tasks")]
+    assert select.endswith("--subsets training training2 concept --exclude-subsets evaluation evaluation2 "
+                           f"--max-side 12 --output {pool}")
+    build = calls[index_of(calls, "trm build-data")]
+    assert index_of(calls, "trm select-tasks") < index_of(calls, "trm build-data")
+    assert (f"--challenges {pool}_challenges.json --solutions {pool}_solutions.json --canvas-size 12 "
+            "--num-aug 500 --no-enable-train-translation") in build
+    train = calls[index_of(calls, "torchrun")]
+    assert "--config-name cfg_compact_pretrain_gpu" in train and "arch.L_cycles" not in train
+    assert f"data_paths=[{fake.workspace}/data/built/compact-c12-aug-500]" in train
+    assert "+run_name=compact-pretrain" in train
+
+
+def test_an_unknown_data_recipe_is_refused_before_any_step(fake: FakeRoot):
+    proc = fake.run(DATA_RECIPE="arc3")
+    assert proc.returncode == 2 and "DATA_RECIPE must be arc2concept or compact, got 'arc3'" in proc.stderr
+    assert fake.calls() == []
 
 
 def test_second_run_skips_finished_steps_and_resumes_training(fake: FakeRoot):
@@ -348,7 +373,7 @@ def test_help_prints_the_documented_environment():
     proc = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
     for var in ("TRM_REPO_URL", "TRM_REPO_REF", "GITHUB_PAT", "GIT_USER_NAME", "WANDB_API_KEY", "HF_TOKEN",
-                "NUM_GPUS", "BUILD_DATA", "LAUNCH_PRETRAIN", "TRAIN_CONFIG", "TRAIN_OVERRIDES", "--dry-run"):
+                "NUM_GPUS", "BUILD_DATA", "DATA_RECIPE", "LAUNCH_PRETRAIN", "TRAIN_CONFIG", "TRAIN_OVERRIDES", "--dry-run"):
         assert var in proc.stdout
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+
+import trm_core
 
 from trm_core.config import ConfigError
 from trm_core.train import Trainer, TrainConfig, latest_checkpoint, load_config, run
@@ -90,6 +93,16 @@ def test_shipped_configs_carry_the_seed_values():
         lora = load_config(name)
         assert lora.lora["rank"] == 1 and lora.lora["alpha"] == 16.0 and lora.ema is False
     load_config("cfg_tiny")
+
+
+def test_the_gpu_compact_recipe_trains_the_shipped_cpu_trunks_architecture_at_upstreams_scale():
+    gpu, cpu = load_config("cfg_compact_pretrain_gpu"), load_config("cfg_cpu_pretrain")
+    shipped = yaml.safe_load((Path(trm_core.__file__).parent / "trunks" / "cpu_c12_h64" / "config.yaml").read_text())
+    differs = {k for k in gpu.arch if gpu.arch[k] != cpu.arch.get(k)}
+    assert differs == {"forward_dtype"} and gpu.arch["forward_dtype"] == "auto"  # bf16 on GPU, fp32 on CPU
+    assert all(shipped["arch"][k] == v for k, v in cpu.arch.items() if k != "forward_dtype"), shipped["arch"]
+    assert (gpu.global_batch_size, gpu.epochs, gpu.lr_warmup_steps, gpu.ema) == (768, 100000, 2000, True)
+    assert (gpu.lr, gpu.puzzle_emb_lr, gpu.weight_decay) == (cpu.lr, cpu.puzzle_emb_lr, cpu.weight_decay)
 
 
 def test_fork_derived_configs_use_the_forks_optimizer_and_all_mirror_upstreams_voting():
