@@ -373,7 +373,8 @@ def test_help_prints_the_documented_environment():
     proc = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
     for var in ("TRM_REPO_URL", "TRM_REPO_REF", "GITHUB_PAT", "GIT_USER_NAME", "WANDB_API_KEY", "HF_TOKEN",
-                "NUM_GPUS", "BUILD_DATA", "DATA_RECIPE", "LAUNCH_PRETRAIN", "TRAIN_CONFIG", "TRAIN_OVERRIDES", "--dry-run"):
+                "NUM_GPUS", "BUILD_DATA", "DATA_RECIPE", "LAUNCH_PRETRAIN", "TRAIN_CONFIG", "TRAIN_OVERRIDES",
+                "--dry-run"):
         assert var in proc.stdout
 
 
