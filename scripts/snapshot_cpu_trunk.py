@@ -5,6 +5,8 @@ metrics and learning curves in the repo.
     python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain --step 4000
     python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain --measure-only   # re-measure the shipped trunk only
     python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain_s2 --previous runs/cpu_pretrain:6500   # two stages
+    python scripts/snapshot_cpu_trunk.py runs/cpu_pretrain_s2 --step 17000 --previous runs/cpu_pretrain:6500 \
+        --trunk-dir runs/candidate_17000 --results-dir bench/results/cpu_pretrain_s17000   # a candidate, not shipped
 
 Writes trm_core/trunks/cpu_c12_h64/{model.pt,config.yaml,README.md} (`trm_core.checkpoint.export_trunk`, the code
 behind `trm export`), bench/results/cpu_pretrain/{metrics.jsonl.gz,learning_curves.png,summary.json}, and prints
@@ -77,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     p.add_argument("--previous", default=None, metavar="RUN:STEP",
                    help="the earlier stage this run started from (load_checkpoint=RUN/checkpoints/step_STEP)")
-    p.add_argument("--trunk-dir", type=Path, default=TRUNK, help=argparse.SUPPRESS)  # tests write elsewhere
-    p.add_argument("--results-dir", type=Path, default=RESULTS, help=argparse.SUPPRESS)
+    p.add_argument("--trunk-dir", type=Path, default=TRUNK,
+                   help="export here instead of the shipped trunk (a candidate that is measured, not shipped)")
+    p.add_argument("--results-dir", type=Path, default=RESULTS, help="metrics, curves and summary.json here")
     p.add_argument("--skip-heldout", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--measure-only", action="store_true",
                    help="export nothing: measure the shipped trunk and add the figures to summary.json")
